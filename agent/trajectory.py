@@ -1,0 +1,169 @@
+"""The trajectory: the one record of an agent run that every part of AgentLM shares.
+
+The agent produces it step by step, the server stores it, the UI shows it and attaches feedback,
+data/ turns it into training conversations. It is defined here, once; everything else imports it.
+
+A trajectory is the opening prompt (instruction, the assistant's "Ok.", a 1-shot example), the
+user's task, then a list of steps. Each step renders itself as the chat messages the model saw,
+so ``Trajectory.messages()`` is exactly the conversation to send for the next round.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any, Literal, TypedDict
+
+
+class ChatMessage(TypedDict):
+    """One OpenAI-style chat message."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class StopReason(StrEnum):
+    """Why an agent run ended."""
+
+    ANSWER = "answer"  # the model gave a final answer
+    MAX_ROUNDS = "max_rounds"  # the profile's round budget ran out
+    REPEATED_OUTPUT = "repeated_output"  # the same reply several times in a row
+    INVALID_FORMAT = "invalid_format"  # too many replies that fit no action format
+    ERROR = "error"  # the model endpoint failed; see Trajectory.error
+
+
+@dataclass
+class ToolCall:
+    """An action the model asked for: a tool name and its single text argument."""
+
+    name: str
+    input: str
+
+
+@dataclass
+class ActionStep:
+    """One round in which the model acted (or failed to) and got an observation back."""
+
+    index: int
+    model_output: str  # the model's raw reply
+    thought: str
+    tool_call: ToolCall | None  # None when the reply fit no action format
+    observation: str  # what the model sees next: tool output, or a hint about the format
+    error: str | None = None  # "invalid_format" or "tool_error"; the run goes on either way
+    model_seconds: float = 0.0
+    tool_seconds: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    kind: Literal["action"] = "action"
+
+    def messages(self) -> list[ChatMessage]:
+        return [
+            {"role": "assistant", "content": self.model_output},
+            {"role": "user", "content": self.observation},
+        ]
+
+
+@dataclass
+class FinalAnswerStep:
+    """The round in which the model committed to its answer."""
+
+    index: int
+    model_output: str
+    thought: str
+    answer: str
+    model_seconds: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    kind: Literal["answer"] = "answer"
+
+    def messages(self) -> list[ChatMessage]:
+        return [{"role": "assistant", "content": self.model_output}]
+
+
+Step = ActionStep | FinalAnswerStep
+
+
+@dataclass
+class Feedback:
+    """What a user thought of a run: thumbs up (+1) or down (-1), a comment, a better answer."""
+
+    rating: Literal[1, -1]
+    comment: str = ""
+    corrected_answer: str | None = None
+    created_at: float = field(default_factory=time.time)
+
+
+def new_trajectory_id() -> str:
+    return f"traj-{uuid.uuid4().hex[:24]}"
+
+
+@dataclass
+class Trajectory:
+    """Everything about one agent run, from the prompt the model saw to the user's feedback."""
+
+    task: str
+    profile: str  # agent profile id, e.g. "hr-assistant"
+    model: str  # the model id the agent talked to
+    prompt: list[ChatMessage]  # the opening messages, before the task
+    steps: list[Step] = field(default_factory=list)
+    final_answer: str | None = None
+    stop_reason: StopReason | None = None
+    error: str | None = None  # set when stop_reason is ERROR
+    reward: float | None = None  # from an environment's evaluation, when there is one
+    feedback: Feedback | None = None
+    id: str = field(default_factory=new_trajectory_id)
+    created_at: float = field(default_factory=time.time)
+    duration_seconds: float = 0.0
+
+    def messages(self) -> list[ChatMessage]:
+        """The conversation as the model saw it, ending with its latest reply."""
+        out: list[ChatMessage] = [*self.prompt, {"role": "user", "content": self.task}]
+        for step in self.steps:
+            out.extend(step.messages())
+        return out
+
+    @property
+    def invalid_actions(self) -> int:
+        return sum(1 for s in self.steps if isinstance(s, ActionStep) and s.error == "invalid_format")
+
+    @property
+    def succeeded(self) -> bool:
+        """A run is worth learning from when an environment rewarded it or a user liked it."""
+        if self.feedback is not None:
+            return self.feedback.rating > 0
+        return self.reward is not None and self.reward >= 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Trajectory:
+        d = dict(d)
+        d["steps"] = [step_from_dict(s) for s in d.get("steps", [])]
+        if d.get("stop_reason") is not None:
+            d["stop_reason"] = StopReason(d["stop_reason"])
+        if d.get("feedback") is not None:
+            d["feedback"] = Feedback(**d["feedback"])
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, s: str) -> Trajectory:
+        return cls.from_dict(json.loads(s))
+
+
+def step_from_dict(d: dict[str, Any]) -> Step:
+    d = dict(d)
+    kind = d.get("kind")
+    if kind == "action":
+        if d.get("tool_call") is not None:
+            d["tool_call"] = ToolCall(**d["tool_call"])
+        return ActionStep(**d)
+    if kind == "answer":
+        return FinalAnswerStep(**d)
+    raise ValueError(f"unknown step kind {kind!r}: expected 'action' or 'answer'")

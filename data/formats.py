@@ -1,0 +1,140 @@
+"""Training conversations: AgentInstruct's record format, read and written with clear errors.
+
+A record is ``{"id", "conversations": [{"from": "human"|"gpt", "loss": null|true|false, "value"}]}``
+(THUDM/AgentInstruct). ``loss`` is true on a trajectory's own assistant turns and false on turns the
+model should see but not learn from (a 1-shot example, the database task's "Ok."). ShareGPT
+records are the same without ``loss``. AgentLM adds an optional ``source`` (where a record came
+from, for mixing reports); other readers ignore it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from agentlm.agent.trajectory import ChatMessage, Trajectory
+
+ROLE_OF = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+FROM_OF = {"user": "human", "assistant": "gpt", "system": "system"}
+
+
+class DataFormatError(ValueError):
+    """A record that is not in the expected format; the message names file, record and field."""
+
+
+@dataclass
+class Turn:
+    role: Literal["system", "user", "assistant"]
+    content: str
+    loss: bool | None = None  # None: the default for the role (learn from assistant turns only)
+
+    def trainable(self, honour_loss_flag: bool = True) -> bool:
+        if self.role != "assistant":
+            return False
+        return self.loss is not False if honour_loss_flag else True
+
+
+@dataclass
+class Conversation:
+    id: str
+    turns: list[Turn]
+    source: str = ""
+
+    def messages(self) -> list[ChatMessage]:
+        return [{"role": t.role, "content": t.content} for t in self.turns]
+
+    def to_record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "id": self.id,
+            "conversations": [
+                {"from": FROM_OF[t.role], "loss": t.loss, "value": t.content} for t in self.turns
+            ],
+        }
+        if self.source:
+            record["source"] = self.source
+        return record
+
+    @classmethod
+    def from_record(cls, record: Any, where: str = "record") -> Conversation:
+        if not isinstance(record, dict):
+            raise DataFormatError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        turns_raw = record.get("conversations")
+        if not isinstance(turns_raw, list) or not turns_raw:
+            raise DataFormatError(f"{where}: field 'conversations' must be a non-empty list of turns")
+        turns = []
+        for i, t in enumerate(turns_raw):
+            if not isinstance(t, dict):
+                raise DataFormatError(
+                    f"{where}: conversations[{i}] must be an object with 'from' and 'value'"
+                )
+            role = ROLE_OF.get(t.get("from"))  # type: ignore[arg-type]
+            if role is None:
+                raise DataFormatError(
+                    f"{where}: conversations[{i}].from is {t.get('from')!r}; expected 'human' or 'gpt'"
+                )
+            value = t.get("value")
+            if not isinstance(value, str):
+                raise DataFormatError(f"{where}: conversations[{i}].value must be a string")
+            loss = t.get("loss")
+            if loss is not None and not isinstance(loss, bool):
+                raise DataFormatError(f"{where}: conversations[{i}].loss must be true, false or null")
+            turns.append(Turn(role, value, loss))  # type: ignore[arg-type]
+        return cls(id=str(record.get("id", where)), turns=turns, source=str(record.get("source", "")))
+
+
+def read_jsonl(path: str | Path) -> list[Conversation]:
+    """Read a JSONL (one record a line) or JSON (a list of records) file of conversations."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataFormatError(f"{path}: not valid JSON ({e})") from e
+        if not isinstance(records, list):
+            raise DataFormatError(f"{path}: a .json file must hold a list of records")
+        return [Conversation.from_record(r, f"{path} record {i + 1}") for i, r in enumerate(records)]
+    out = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataFormatError(f"{path} line {n}: not valid JSON ({e})") from e
+        out.append(Conversation.from_record(record, f"{path} line {n}"))
+    return out
+
+
+def write_jsonl(path: str | Path, conversations: Iterable[Conversation]) -> int:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with path.open("w", encoding="utf-8") as f:
+        for conv in conversations:
+            f.write(json.dumps(conv.to_record(), ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def conversation_from_trajectory(traj: Trajectory, use_correction: bool = True) -> Conversation:
+    """A trajectory as a training conversation in AgentInstruct's shape.
+
+    The opening prompt's assistant turns ("Ok.", a 1-shot example) get ``loss: false``; the
+    model's own replies ``loss: true``. When the user gave a corrected answer, the final reply
+    states it instead of the model's answer.
+    """
+    turns = [Turn(m["role"], m["content"], False if m["role"] == "assistant" else None) for m in traj.prompt]
+    turns.append(Turn("user", traj.task))
+    for step in traj.steps:
+        for m in step.messages():
+            turns.append(Turn(m["role"], m["content"], True if m["role"] == "assistant" else None))
+    fb = traj.feedback
+    if use_correction and fb is not None and fb.corrected_answer and turns[-1].role == "assistant":
+        thought = traj.steps[-1].thought if traj.steps else ""
+        lead = f"{thought}\n" if thought else ""
+        turns[-1] = Turn("assistant", f"{lead}Action: Answer\nFinal Answer: {fb.corrected_answer}", True)
+    return Conversation(id=traj.id, turns=turns, source=f"trajectories/{traj.profile}")
