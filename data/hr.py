@@ -235,7 +235,7 @@ def _rows(seed: int) -> dict[str, list[tuple]]:
     dept_id = {name: i for i, name, _ in departments}
 
     people: list[tuple[str, str, str, str]] = []
-    names = {(f, l) for f, l, _, _ in FIXED_PEOPLE}
+    names = {(first, last) for first, last, _, _ in FIXED_PEOPLE}
     while len(people) < 58:
         first, last = rng.choice(FIRST), rng.choice(LAST)
         if (first, last) in names:
