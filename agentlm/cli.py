@@ -1,0 +1,286 @@
+"""The `agentlm` command: one entry point, a subcommand per part of the product.
+
+Heavy imports (torch, transformers, streamlit) happen inside the subcommands that need them, so
+`agentlm --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="AgentLM: serve an agent-tuned model, run agents with tools, log what they do, retrain on it.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Build and export training data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+DEFAULT_API = "http://127.0.0.1:8000/v1"
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        help="'embedded' (Gemma 3 270M, bundled), a local checkpoint directory, or a Hugging Face hub id.",
+    ),
+]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"agentlm: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def serve(
+    model: ModelOpt = "embedded",
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    engine: Annotated[
+        str, typer.Option(help="'embedded' (in-process transformers) or 'remote'.")
+    ] = "embedded",
+    remote_url: Annotated[str | None, typer.Option(help="OpenAI-compatible URL for --engine remote.")] = None,
+    remote_api_key: Annotated[str | None, typer.Option(help="Key for the remote endpoint.")] = None,
+    served_model_name: Annotated[str | None, typer.Option(help="Model id clients use.")] = None,
+    api_key: Annotated[str | None, typer.Option(help="Require this bearer key from clients.")] = None,
+    store: Annotated[Path | None, typer.Option(help="SQLite trajectory store.")] = None,
+) -> None:
+    """Serve the model and the agent profiles behind an OpenAI-compatible API."""
+    from agentlm.serve.app import run
+    from agentlm.serve.engines import ModelNotFoundError
+    from agentlm.serve.settings import ServeSettings
+
+    overrides = {
+        "model": model,
+        "host": host,
+        "port": port,
+        "engine": engine,
+        "remote_url": remote_url,
+        "remote_api_key": remote_api_key,
+        "served_model_name": served_model_name,
+        "api_key": api_key,
+        "store": store,
+    }
+    settings = ServeSettings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        run(settings)
+    except ModelNotFoundError as e:
+        _fail(str(e))
+
+
+def _ui_script() -> Path:
+    return Path(str(resources.files("agentlm.ui") / "app.py"))
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option(help="Port for the Streamlit app.")] = 8501,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    api_url: Annotated[str, typer.Option(help="The AgentLM API the app talks to.")] = DEFAULT_API,
+) -> None:
+    """Run the Streamlit assistant (it talks to the API over HTTP only)."""
+    sys.exit(subprocess.call(_ui_command(host, port), env=_ui_env(api_url)))
+
+
+def _ui_command(host: str, port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "streamlit", "run", str(_ui_script()),
+        "--server.address", host, "--server.port", str(port),
+        "--server.headless", "true", "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+
+
+def _ui_env(api_url: str) -> dict[str, str]:
+    return {**os.environ, "AGENTLM_API_URL": api_url}
+
+
+def _wait_for_health(url: str, proc: subprocess.Popen, timeout: float) -> float:
+    import httpx
+
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if proc.poll() is not None:
+            _fail(f"the API server exited with status {proc.returncode}; see its messages above")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return time.monotonic() - start
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    _fail(f"the API server did not become healthy at {url} within {timeout:.0f} s")
+    return 0.0
+
+
+@app.command()
+def up(
+    model: ModelOpt = "embedded",
+    host: Annotated[str, typer.Option(help="Address for both the API and the UI.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="API port.")] = 8000,
+    ui_port: Annotated[int, typer.Option(help="Streamlit port.")] = 8501,
+    no_ui: Annotated[bool, typer.Option("--no-ui", help="Start the API only.")] = False,
+) -> None:
+    """Start the API and the Streamlit assistant together; Ctrl-C stops both."""
+    api = f"http://{host}:{port}"
+    typer.echo(
+        f"Starting the AgentLM API on {api} with model {model!r} (the first start converts the model) ..."
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "agentlm.cli", "serve", "--model", model, "--host", host, "--port", str(port)]
+    )
+    procs = [server]
+    try:
+        seconds = _wait_for_health(f"{api}/health", server, timeout=900)
+        typer.echo(
+            f"API ready in {seconds:.1f} s: {api}/v1 (OpenAI-compatible; model ids at {api}/v1/models)"
+        )
+        if not no_ui:
+            procs.append(subprocess.Popen(_ui_command(host, ui_port), env=_ui_env(f"{api}/v1")))
+            typer.echo(f"Assistant UI: http://{host}:{ui_port}")
+        typer.echo("Press Ctrl-C to stop.")
+        while all(p.poll() is None for p in procs):
+            time.sleep(1)
+        _fail("a child process exited; stopping the rest", code=1)
+    except KeyboardInterrupt:
+        typer.echo("Stopping ...")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+@app.command()
+def chat(
+    profile: Annotated[
+        str, typer.Option(help="Agent profile to talk to, or a base model id for plain chat.")
+    ] = "hr-assistant",
+    api_url: Annotated[str, typer.Option(help="The AgentLM API.")] = DEFAULT_API,
+    api_key: Annotated[str, typer.Option(envvar="AGENTLM_API_KEY", help="Bearer key.")] = "EMPTY",
+) -> None:
+    """Chat in the terminal with an agent (steps shown as they happen) or the raw model."""
+    from agentlm.ui.client import AgentLMClient, APIUnavailableError
+
+    client = AgentLMClient(api_url, api_key)
+    try:
+        agents = {m.id for m in client.models() if m.is_agent}
+    except APIUnavailableError as e:
+        _fail(str(e))
+    is_agent = profile in agents
+    typer.echo(f"Talking to {profile!r} at {api_url}. Empty line or Ctrl-D to quit.")
+    history: list[dict[str, str]] = []
+    while True:
+        try:
+            question = input("\nyou> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            break
+        if not question:
+            break
+        if is_agent:
+            _chat_agent_turn(client, profile, question)
+        else:
+            history.append({"role": "user", "content": question})
+            typer.echo("model> ", nl=False)
+            reply = "".join(_echo(delta) for delta in client.chat(profile, history))
+            history.append({"role": "assistant", "content": reply})
+            typer.echo()
+
+
+def _echo(text: str) -> str:
+    typer.echo(text, nl=False)
+    return text
+
+
+def _chat_agent_turn(client, profile: str, question: str) -> None:
+    trajectory_id = None
+    for event in client.stream_agent(profile, question):
+        if event.step is not None:
+            step = event.step
+            if step.get("thought"):
+                typer.secho(f"  thought: {step['thought']}", dim=True)
+            call = step.get("tool_call")
+            if call:
+                typer.secho(f"  {call['name']}: {call['input']}", fg=typer.colors.CYAN)
+            if step.get("kind") == "action":
+                typer.secho(
+                    f"  -> {step['observation']}", fg=typer.colors.YELLOW if step.get("error") else None
+                )
+        if event.text:
+            typer.echo(event.text, nl=False)
+        trajectory_id = event.trajectory_id or trajectory_id
+    typer.echo()
+    if trajectory_id:
+        answer = input("Was this right? [y/n/Enter to skip] ").strip().lower()
+        if answer in {"y", "n"}:
+            client.send_feedback(trajectory_id, 1 if answer == "y" else -1)
+            typer.echo("Thanks: recorded.")
+
+
+@data_app.command("export")
+def data_export(
+    out: Annotated[Path, typer.Option(help="JSONL file to write (AgentInstruct format).")],
+    store: Annotated[Path | None, typer.Option(help="Trajectory store (default: the server's).")] = None,
+    include_all: Annotated[
+        bool, typer.Option("--all", help="Export every run, not only liked or rewarded ones.")
+    ] = False,
+) -> None:
+    """Write logged trajectories as training conversations (liked or reward-1 runs by default)."""
+    from agentlm.data.export import export_trajectories
+    from agentlm.serve.settings import ServeSettings
+
+    store = store or ServeSettings().store
+    if not Path(store).is_file():
+        _fail(
+            f"no trajectory store at {store}: start `agentlm serve` and run an agent first, or pass --store"
+        )
+    report = export_trajectories(store, out, include_all=include_all)
+    typer.echo(
+        f"wrote {report.written} of {report.examined} trajectories to {out} ({report.skipped} skipped)"
+    )
+
+
+@data_app.command("hr-db")
+def data_hr_db(
+    out: Annotated[Path | None, typer.Option(help="DuckDB file to write.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Build the sample HR database the HR and scheduling assistants use."""
+    from agentlm.data.hr import build_hr_database
+    from agentlm.paths import home
+
+    path = build_hr_database(out or home() / "hr.duckdb", seed)
+    typer.echo(f"wrote {path}")
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+)
+def train(ctx: typer.Context) -> None:
+    """Retrain from what users produced: runs train/run.sh with the given arguments (see --help there)."""
+    script = Path(str(resources.files("agentlm.train") / "run.sh"))
+    bash = shutil.which("bash")
+    if bash is None:
+        _fail("bash is needed to run train/run.sh")
+    env = {**os.environ, "PYTHON": sys.executable}
+    sys.exit(subprocess.call([bash, str(script), *ctx.args], env=env))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

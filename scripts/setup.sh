@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Set up AgentLM on a fresh Debian/Ubuntu machine: system packages, a virtual environment in .venv,
+# and the project with its test tools. Safe to run again; it only installs what is missing.
+#
+#   bash scripts/setup.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(bubblewrap)
+PYTHON=${PYTHON:-python3}
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "setup: installing system packages: ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+    echo "setup: Python 3.11 or newer is needed (found $("$PYTHON" --version)); set PYTHON=/path/to/python3.11" >&2
+    exit 1
+}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+
+# Every install goes through constraints.txt: an unpinned torch (also one pulled in by another
+# package, or by a package's isolated build) resolves to a multi-GB CUDA build.
+export PIP_CONSTRAINT="$PWD/constraints.txt"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+pip=(.venv/bin/python -m pip install -q)
+# The stock pip 23 fails on some extras; torch first, because DeepSpeed's build imports it.
+"${pip[@]}" --upgrade pip
+.venv/bin/python -c 'import torch' 2>/dev/null || "${pip[@]}" torch==2.13.0
+"${pip[@]}" -e ".[test]"
+echo "setup: ready (.venv)"
