@@ -1,0 +1,85 @@
+"""Cold and warm start of `agentlm up` on the embedded model, to the first streamed token.
+
+Cold: a fresh AGENTLM_HOME, so the GGUF is dequantized and the converted copy written. Warm: the
+same home again, loading the cached copy. Prints both times and their ratio.
+
+    .venv/bin/python benchmarks/startup.py [--port 8765]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import httpx
+from openai import OpenAI
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_to_first_token(home: str, port: int) -> tuple[float, float]:
+    """Seconds from launching `agentlm up --no-ui` to /health, and to the first streamed token."""
+    env = {**os.environ, "AGENTLM_HOME": home}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentlm.cli", "up", "--no-ui", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"agentlm up exited with {proc.returncode}")
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        healthy = time.perf_counter() - t0
+        client = OpenAI(base_url=f"{base}/v1", api_key="EMPTY")
+        model = next(m.id for m in client.models.list() if m.owned_by != "agentlm-agent")
+        stream = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "Say hello."}], max_tokens=8, stream=True
+        )
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                first_token = time.perf_counter() - t0
+                break
+        stream.close()
+        return healthy, first_token
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="agentlm-startup-") as home:
+        cold_health, cold = start_to_first_token(home, args.port or free_port())
+        warm_health, warm = start_to_first_token(home, args.port or free_port())
+    print(f"cold start: healthy {cold_health:6.1f} s, first token {cold:6.1f} s")
+    print(f"warm start: healthy {warm_health:6.1f} s, first token {warm:6.1f} s")
+    print(f"warm / cold (first token): {warm / cold:.2f}")
+
+
+if __name__ == "__main__":
+    main()
