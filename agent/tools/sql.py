@@ -25,6 +25,10 @@ from pydantic import BaseModel, Field, PrivateAttr
 log = logging.getLogger(__name__)
 
 
+class SQLError(Exception):
+    """A statement that could not run; the message is shown to the model."""
+
+
 class SQLInput(BaseModel):
     query: str = Field(description="Exactly one SQL statement.")
 
@@ -87,25 +91,32 @@ class SQLTool(BaseTool):
     def _run(self, query: str, run_manager: Any = None) -> str:
         """Errors come back as text, so the model can read them and try again."""
         try:
+            rows = self.run_rows(query)
+        except SQLError as e:
+            return f"Error: {e}"
+        return render_rows(rows, self.max_chars)
+
+    def run_rows(self, query: str) -> list[tuple]:
+        """Run one statement and return up to max_rows rows; raises SQLError."""
+        try:
             statements = duckdb.extract_statements(query)
         except duckdb.Error as e:
-            return f"Error: {e}".strip()
+            raise SQLError(str(e).strip()) from e
         if len(statements) != 1:
-            return f"Error: send exactly one SQL statement per action (got {len(statements)})."
+            raise SQLError(f"send exactly one SQL statement per action (got {len(statements)}).")
         cursor = self._connection().cursor()
         timer = threading.Timer(self.timeout_seconds, cursor.interrupt)
         timer.start()
         try:
             cursor.execute(query)
-            rows = cursor.fetchmany(self.max_rows) if cursor.description is not None else []
-        except duckdb.InterruptException:
-            return f"Error: the query ran longer than {self.timeout_seconds:g} s and was stopped."
+            return cursor.fetchmany(self.max_rows) if cursor.description is not None else []
+        except duckdb.InterruptException as e:
+            raise SQLError(f"the query ran longer than {self.timeout_seconds:g} s and was stopped.") from e
         except duckdb.Error as e:
-            return f"Error: {e}".strip()
+            raise SQLError(str(e).strip()) from e
         finally:
             timer.cancel()
             cursor.close()
-        return render_rows(rows, self.max_chars)
 
     def schema(self) -> str:
         """CREATE TABLE statements for every table, for the model's prompt."""
