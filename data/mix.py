@@ -1,0 +1,109 @@
+"""Mix agent trajectories with general chat at ratio η, as AgentTuning did.
+
+η is the agent share of training EXAMPLES. The paper writes the objective as
+η·L_agent + (1-η)·L_general; drawing η of the examples from the agent data gives the same objective
+in expectation, and it is what the released AgentLM mixture did (sampled conversations, not tokens).
+With n agent examples, the mix takes round(n·(1-η)/η) general examples; when there are fewer, it
+samples them with replacement and the report says so. η = 1 is agent data only; η = 0 is general only.
+
+    python -m agentlm.data.mix --agent a.jsonl --general g.jsonl --eta 0.2 --seed 0 --out mix.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agentlm.data.formats import Conversation, read_jsonl, write_jsonl
+
+
+@dataclass
+class MixReport:
+    eta: float
+    seed: int
+    agent_examples: int
+    general_examples: int
+    general_available: int
+    general_with_replacement: bool
+    examples_by_source: dict[str, int] = field(default_factory=dict)
+    characters_by_source: dict[str, int] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        total = self.agent_examples + self.general_examples
+        share = self.agent_examples / total if total else 0.0
+        out = [
+            f"eta={self.eta} seed={self.seed}: {total} examples, agent share {share:.3f} "
+            f"({self.agent_examples} agent, {self.general_examples} general of {self.general_available} available"
+            f"{', sampled with replacement' if self.general_with_replacement else ''})"
+        ]
+        for source, n in sorted(self.examples_by_source.items()):
+            out.append(
+                f"  {source or '(no source)'}: {n} examples, {self.characters_by_source[source]} characters"
+            )
+        return out
+
+
+def mix(
+    agent: list[Conversation], general: list[Conversation], eta: float, seed: int = 0
+) -> tuple[list[Conversation], MixReport]:
+    """Return the shuffled mixture and a report of what went in."""
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must be between 0 and 1 (the agent share of examples), got {eta}")
+    if eta > 0 and not agent:
+        raise ValueError("eta > 0 needs agent examples, but none were given")
+    if eta < 1 and not general:
+        raise ValueError(
+            "eta < 1 needs general examples, but none were given (use --eta 1 for agent data only)"
+        )
+    rng = random.Random(seed)
+    if eta == 0:
+        chosen_agent, n_general = [], len(general)
+    else:
+        chosen_agent, n_general = list(agent), round(len(agent) * (1 - eta) / eta)
+    with_replacement = n_general > len(general)
+    chosen_general = rng.choices(general, k=n_general) if with_replacement else rng.sample(general, n_general)
+    mixture = chosen_agent + chosen_general
+    rng.shuffle(mixture)
+
+    examples, characters = Counter(), Counter()
+    for conv in mixture:
+        examples[conv.source] += 1
+        characters[conv.source] += sum(len(t.content) for t in conv.turns)
+    report = MixReport(
+        eta=eta,
+        seed=seed,
+        agent_examples=len(chosen_agent),
+        general_examples=len(chosen_general),
+        general_available=len(general),
+        general_with_replacement=with_replacement,
+        examples_by_source=dict(examples),
+        characters_by_source=dict(characters),
+    )
+    return mixture, report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--agent", nargs="*", default=[], type=Path, help="agent trajectory files (JSONL/JSON)"
+    )
+    parser.add_argument("--general", nargs="*", default=[], type=Path, help="general chat files (JSONL/JSON)")
+    parser.add_argument("--eta", type=float, default=0.2, help="agent share of examples (default 0.2)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    agent = [c for path in args.agent for c in read_jsonl(path)]
+    general = [c for path in args.general for c in read_jsonl(path)]
+    mixture, report = mix(agent, general, args.eta, args.seed)
+    write_jsonl(args.out, mixture)
+    print("\n".join(report.lines()))
+    print(f"wrote {len(mixture)} examples to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

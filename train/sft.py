@@ -1,0 +1,383 @@
+"""Supervised fine-tuning on agent trajectories and general chat, with DeepSpeed.
+
+The recipe reads top to bottom: validate the config, set up (distributed backend, tokenizer,
+model, data, DeepSpeed engine), train in one loop, save a plain Hugging Face checkpoint, clean up.
+Loss is computed on assistant turns only (and, by default, only on turns whose AgentInstruct
+``loss`` flag is not false), through the labels that data/masks.py builds.
+
+    python -m agentlm.train.sft --config train/configs/tiny.yaml --data mix.jsonl \
+        --base-model path/to/base --output-dir runs/ckpt [--set key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import random
+import socket
+import time
+from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agentlm.data.formats import read_jsonl
+from agentlm.data.masks import IGNORE_INDEX, TokenizedExample, tokenize_conversation
+from agentlm.data.templates import get_template
+
+log = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A training config that cannot work; the message says which value and why."""
+
+
+@dataclass
+class SFTConfig:
+    base_model: str = ""
+    data: list[str] = field(default_factory=list)
+    output_dir: str = ""
+    preset: str = ""
+    template: str = "llama-2"  # the chat format the checkpoint is trained and served with
+    honour_loss_flag: bool = True  # False trains on every assistant turn, as FastChat does
+    max_seq_len: int = 2048  # longer conversations are dropped and counted, never cut mid-turn
+    epochs: float = 3.0
+    max_steps: int = 0  # optimizer steps; 0 means derive from epochs
+    batch_size: int = 4  # micro batch per rank
+    grad_accum: int = 1
+    lr: float = 2e-5
+    warmup_ratio: float = 0.02
+    weight_decay: float = 0.0
+    seed: int = 0
+    log_every: int = 10
+    deepspeed: str = "ds_zero2.json"  # in train/configs/, or a path
+    eta: float | None = None  # recorded in the model card
+    mix_report: str = ""  # a file whose text goes into the model card
+
+    def validate(self) -> None:
+        if not self.base_model:
+            raise ConfigError("base_model is required: a checkpoint directory or a hub id")
+        if not self.output_dir:
+            raise ConfigError("output_dir is required")
+        if not self.data:
+            raise ConfigError("data is required: one or more JSONL files of conversations")
+        for path in self.data:
+            if not Path(path).is_file():
+                raise ConfigError(f"data file {path} does not exist")
+        get_template(self.template)
+        for name in ("max_seq_len", "batch_size", "grad_accum", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.max_steps <= 0 and self.epochs <= 0:
+            raise ConfigError("set max_steps or epochs to a positive number")
+
+
+def load_config(path: str | None, overrides: dict[str, Any]) -> SFTConfig:
+    """A preset YAML (by name in train/configs/ or by path) with overrides on top."""
+    values: dict[str, Any] = {}
+    if path:
+        preset = Path(path)
+        if not preset.is_file():
+            preset = Path(str(resources.files("agentlm.train") / "configs" / f"{path}.yaml"))
+        if not preset.is_file():
+            raise ConfigError(f"no preset {path!r}: pass a YAML file or a name in train/configs/")
+        values = yaml.safe_load(preset.read_text()) or {}
+        values.setdefault("preset", preset.stem)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in fields(SFTConfig)}
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(f"unknown config keys {sorted(unknown)}; known: {sorted(known)}")
+    return SFTConfig(**values)
+
+
+class SFTRecipe:
+    def __init__(self, cfg: SFTConfig):
+        cfg.validate()
+        self.cfg = cfg
+        self.template = get_template(cfg.template)
+        self.dropped_too_long = 0
+        self.dropped_no_target = 0
+
+    # ---- setup -----------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        import deepspeed
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        cfg = self.cfg
+        # 1. Distributed: a single process needs no launcher; gloo because there may be no GPU.
+        for key, value in (
+            ("RANK", "0"),
+            ("LOCAL_RANK", "0"),
+            ("WORLD_SIZE", "1"),
+            ("MASTER_ADDR", "127.0.0.1"),
+        ):
+            os.environ.setdefault(key, value)
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        deepspeed.init_distributed(dist_backend=backend)
+        self.rank = int(os.environ["RANK"])
+        self.world_size = int(os.environ["WORLD_SIZE"])
+        random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+
+        # 2. Tokenizer with the template the checkpoint will be served with.
+        self.tokenizer = AutoTokenizer.from_pretrained(cfg.base_model)
+        self.tokenizer.chat_template = self.template.jinja
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+        # 3. Data: render, tokenize, mask; drop what cannot fit instead of cutting turns.
+        self.examples = self._load_examples()
+        if not self.examples:
+            raise ConfigError("no training examples left after dropping over-long and target-less ones")
+        per_step = cfg.batch_size * cfg.grad_accum * self.world_size
+        self.total_steps = cfg.max_steps or max(1, math.ceil(len(self.examples) * cfg.epochs / per_step))
+
+        # 4. Model (fp32 on the CPU; bf16 where a GPU supports it) and the DeepSpeed engine.
+        dtype = (
+            torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+        )
+        model = AutoModelForCausalLM.from_pretrained(cfg.base_model, dtype=dtype)
+        model.config.use_cache = False
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        warmup = math.ceil(self.total_steps * cfg.warmup_ratio)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, _cosine_with_warmup(warmup, self.total_steps)
+        )
+        self.engine, _, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=self._deepspeed_config(dtype)
+        )
+        self.device = self.engine.device
+
+    def _load_examples(self) -> list[TokenizedExample]:
+        cfg = self.cfg
+        examples = []
+        for path in cfg.data:
+            for conv in read_jsonl(path):
+                ex = tokenize_conversation(self.tokenizer, self.template, conv, cfg.honour_loss_flag)
+                if len(ex.input_ids) > cfg.max_seq_len:
+                    self.dropped_too_long += 1
+                elif ex.trainable_tokens == 0:
+                    self.dropped_no_target += 1
+                else:
+                    examples.append(ex)
+        log.info(
+            "%d examples; dropped %d longer than %d tokens and %d with no assistant turn to learn",
+            len(examples), self.dropped_too_long, cfg.max_seq_len, self.dropped_no_target,
+        )  # fmt: skip
+        return examples
+
+    def _deepspeed_config(self, dtype) -> dict[str, Any]:
+        import torch
+
+        path = Path(self.cfg.deepspeed)
+        if not path.is_file():
+            path = Path(str(resources.files("agentlm.train") / "configs" / self.cfg.deepspeed))
+        ds = json.loads(path.read_text())
+        ds["train_micro_batch_size_per_gpu"] = self.cfg.batch_size
+        ds["gradient_accumulation_steps"] = self.cfg.grad_accum
+        ds["bf16"] = {"enabled": dtype == torch.bfloat16}
+        return ds
+
+    def _batches(self):
+        """Endless shuffled micro batches for this rank, right-padded."""
+        import torch
+
+        rng = random.Random(self.cfg.seed)
+        pad = self.tokenizer.pad_token_id
+        while True:
+            order = list(range(len(self.examples)))
+            rng.shuffle(order)
+            order = order[self.rank :: self.world_size]
+            for i in range(0, len(order) - self.cfg.batch_size + 1 or 1, self.cfg.batch_size):
+                batch = [self.examples[j] for j in order[i : i + self.cfg.batch_size]]
+                width = max(len(ex.input_ids) for ex in batch)
+                ids = torch.full((len(batch), width), pad, dtype=torch.long)
+                labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for row, ex in enumerate(batch):
+                    n = len(ex.input_ids)
+                    ids[row, :n] = torch.tensor(ex.input_ids)
+                    labels[row, :n] = torch.tensor(ex.labels)
+                    mask[row, :n] = 1
+                yield ids.to(self.device), mask.to(self.device), labels.to(self.device)
+
+    # ---- train -----------------------------------------------------------------------------
+
+    def train(self) -> float:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        batches = self._batches()
+        self.engine.train()
+        progress = tqdm(total=self.total_steps, desc="training", disable=self.rank != 0, mininterval=2.0)
+        recent: list[float] = []
+        started = time.perf_counter()
+        for step in range(1, self.total_steps + 1):
+            step_loss = 0.0
+            for _ in range(cfg.grad_accum):
+                input_ids, attention_mask, labels = next(batches)
+                # HF's causal-LM loss: mean cross-entropy over the labels that are not -100.
+                loss = self.engine(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+                self.engine.backward(loss)
+                self.engine.step()
+                step_loss += loss.item() / cfg.grad_accum
+            recent = (recent + [step_loss])[-cfg.log_every :]
+            progress.update(1)
+            progress.set_postfix(loss=f"{step_loss:.4f}", refresh=False)
+            if self.rank == 0 and (step % cfg.log_every == 0 or step == self.total_steps):
+                lr = self.engine.get_lr()[0]
+                print(
+                    f"step {step}/{self.total_steps} loss {sum(recent) / len(recent):.4f} lr {lr:.2e}",
+                    flush=True,
+                )
+        progress.close()
+        self.train_seconds = time.perf_counter() - started
+        self.final_loss = sum(recent) / len(recent)
+        return self.final_loss
+
+    # ---- save ------------------------------------------------------------------------------
+
+    def save(self) -> Path:
+        """A plain Hugging Face checkpoint (no DeepSpeed state) that transformers and vLLM load as is."""
+        out = Path(self.cfg.output_dir)
+        if self.rank != 0:
+            return out
+        out.mkdir(parents=True, exist_ok=True)
+        model = self.engine.module
+        model.config.use_cache = True
+        stop_ids = [self.tokenizer.convert_tokens_to_ids(s) for s in self.template.stop]
+        model.generation_config.eos_token_id = stop_ids[0] if len(stop_ids) == 1 else stop_ids
+        model.generation_config.pad_token_id = self.tokenizer.pad_token_id
+        model.save_pretrained(out, safe_serialization=True)
+        self.tokenizer.save_pretrained(out)
+        (out / "README.md").write_text(self._model_card())
+        print(f"saved checkpoint to {out}", flush=True)
+        return out
+
+    def _model_card(self) -> str:
+        cfg = self.cfg
+        hyper = {k: v for k, v in asdict(cfg).items() if k not in {"data", "output_dir", "mix_report"}}
+        mix = (
+            Path(cfg.mix_report).read_text().strip()
+            if cfg.mix_report and Path(cfg.mix_report).is_file()
+            else ""
+        )
+        lines = [
+            "---",
+            "library_name: transformers",
+            "tags: [agentlm, agent-tuning]",
+            "---",
+            f"# AgentLM checkpoint ({cfg.preset or 'custom'} preset)",
+            "",
+            f"Fine-tuned from `{cfg.base_model}` with AgentLM's SFT recipe: agent trajectories mixed with",
+            f"general chat at eta = {cfg.eta if cfg.eta is not None else 'n/a'} (agent share of examples), loss on assistant",
+            f"turns only{' whose AgentInstruct `loss` flag is not false' if cfg.honour_loss_flag else ''}.",
+            f"Chat template: `{cfg.template}` (stored in tokenizer_config.json).",
+            "",
+            "## Data",
+            "",
+            *[f"- `{p}`" for p in cfg.data],
+            f"- {len(self.examples)} examples trained; {self.dropped_too_long} dropped as longer than "
+            f"{cfg.max_seq_len} tokens; {self.dropped_no_target} with nothing to learn",
+            *(["", "```", mix, "```"] if mix else []),
+            "",
+            "## Training",
+            "",
+            f"- optimizer steps: {self.total_steps}; final loss: {self.final_loss:.4f}; "
+            f"time: {self.train_seconds:.0f} s on {self.world_size} rank(s)",
+            "- hyperparameters:",
+            "",
+            "```yaml",
+            yaml.safe_dump(hyper, sort_keys=False).strip(),
+            "```",
+            "",
+        ]
+        return "\n".join(lines)
+
+    def cleanup(self) -> None:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _cosine_with_warmup(warmup: int, total: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _parse_set(items: list[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", help="preset name (train/configs/NAME.yaml) or a YAML file")
+    parser.add_argument("--data", nargs="+", help="JSONL conversation files")
+    parser.add_argument("--base-model")
+    parser.add_argument("--output-dir")
+    parser.add_argument("--eta", type=float)
+    parser.add_argument("--mix-report")
+    parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override any config value")
+    parser.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)  # passed by the deepspeed launcher
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    overrides = {
+        "data": args.data,
+        "base_model": args.base_model,
+        "output_dir": args.output_dir,
+        "eta": args.eta,
+        "mix_report": args.mix_report,
+        "max_steps": args.max_steps,
+        "seed": args.seed,
+        **_parse_set(args.set),
+    }
+    try:
+        recipe = SFTRecipe(load_config(args.config, overrides))
+    except ConfigError as e:
+        raise SystemExit(f"agentlm train: {e}") from None
+    recipe.setup()
+    try:
+        final = recipe.train()
+        recipe.save()
+        print(f"final_loss={final:.4f}", flush=True)
+    finally:
+        recipe.cleanup()
+
+
+if __name__ == "__main__":
+    main()
