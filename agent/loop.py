@@ -14,11 +14,12 @@ import time
 from collections.abc import Generator
 from dataclasses import dataclass
 
+from langchain_core.tools import BaseTool
+
 from agentlm.agent.actions import FinalAnswer, InvalidAction, parse_db_reply
 from agentlm.agent.models import ChatModel, GenerationParams, ModelEndpointError
 from agentlm.agent.profiles import Profile
 from agentlm.agent.trajectory import ActionStep, FinalAnswerStep, Step, StopReason, Trajectory
-from langchain_core.tools import BaseTool
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from agentlm.agent.tools.sql import SQLTool
-from agentlm.agent.trajectory import ChatMessage
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel, ConfigDict, Field
 
+from agentlm.agent.tools.sql import SQLTool
+from agentlm.agent.trajectory import ChatMessage
 from agentlm.paths import home
 
 # Sample databases data/ can build on demand, by name.

@@ -21,9 +21,10 @@ from pathlib import Path
 import duckdb
 import httpx
 import pytest
-from agentlm.data.formats import read_jsonl
 from openai import OpenAI
 from tiny import build_tiny_model
+
+from agentlm.data.formats import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTION = "How many vacation days does Dana Kim have left?"
