@@ -1,0 +1,140 @@
+"""The AgentLM assistant: ask an agent, watch its steps as they happen, rate the answer.
+
+It talks to the AgentLM API only (AGENTLM_API_URL, AGENTLM_API_KEY), so it works against any
+deployment. Run it with `agentlm ui`, or `streamlit run ui/app.py`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import streamlit as st
+
+from agentlm.ui.client import AgentLMClient, APIUnavailableError, ModelInfo
+
+TITLES = {"hr-assistant": "HR assistant"}  # friendlier names for the bundled profiles
+
+
+def render_step(step: dict[str, Any]) -> None:
+    """One agent step: its thought, the SQL it ran, and what came back."""
+    if step.get("thought"):
+        st.markdown(f"**Thought:** {step['thought']}")
+    if step.get("kind") == "answer":
+        return
+    call = step.get("tool_call")
+    if call:
+        st.code(call["input"], language="sql" if call["name"] == "sql" else None)
+    if step.get("error") == "invalid_format":
+        st.warning(f"The reply did not fit the action format:\n\n{step['model_output']}")
+    elif step.get("error"):
+        st.error(step["observation"])
+    else:
+        st.code(step["observation"], language=None)
+
+
+def feedback_form(message: dict[str, Any], index: int, client: AgentLMClient) -> None:
+    trajectory_id = message.get("trajectory_id")
+    if not trajectory_id:
+        return
+    if message.get("feedback_sent"):
+        st.caption("Thanks — your feedback was recorded.")
+        return
+    with st.form(key=f"feedback-{index}"):
+        st.caption("Was this answer right?")
+        rating = st.radio("Rating", ["👍", "👎"], horizontal=True, index=None, key=f"rating-{index}")
+        comment = st.text_input("Comment (optional)", key=f"comment-{index}")
+        corrected = st.text_input("The right answer, if it was wrong (optional)", key=f"corrected-{index}")
+        if st.form_submit_button("Send feedback"):
+            if rating is None:
+                st.warning("Pick 👍 or 👎 first.")
+                return
+            try:
+                client.send_feedback(trajectory_id, 1 if rating == "👍" else -1, comment, corrected or None)
+            except APIUnavailableError as e:
+                st.error(str(e))
+                return
+            message["feedback_sent"] = True
+            st.rerun()
+
+
+def run_agent(client: AgentLMClient, profile: str, question: str) -> dict[str, Any]:
+    steps: list[dict[str, Any]] = []
+    answer, trajectory_id, stop_reason = "", None, None
+    with st.status("Working…", expanded=True) as status:
+        for event in client.stream_agent(profile, question):
+            if event.step is not None:
+                steps.append(event.step)
+                st.markdown(f"**Step {len(steps)}**")
+                render_step(event.step)
+            answer += event.text
+            trajectory_id = event.trajectory_id or trajectory_id
+            stop_reason = event.stop_reason or stop_reason
+        label = "Done" if stop_reason == "answer" else f"Stopped: {stop_reason or 'unknown'}"
+        status.update(label=f"{label} ({len(steps)} steps)", state="complete", expanded=False)
+    return {"role": "assistant", "content": answer, "steps": steps, "trajectory_id": trajectory_id}
+
+
+def main() -> None:
+    st.set_page_config(page_title="AgentLM assistant", page_icon="🤖")
+    with st.sidebar:
+        st.header("AgentLM")
+        api_url = st.text_input("API URL", os.environ.get("AGENTLM_API_URL", "http://127.0.0.1:8000/v1"))
+        api_key = st.text_input("API key", os.environ.get("AGENTLM_API_KEY", ""), type="password")
+    client = AgentLMClient(api_url, api_key or None)
+    try:
+        models = client.models()
+    except APIUnavailableError as e:
+        st.error(str(e))
+        return
+
+    agents = [m for m in models if m.is_agent]
+    ordered: list[ModelInfo] = sorted(agents, key=lambda m: m.id != "hr-assistant") + [
+        m for m in models if not m.is_agent
+    ]
+    with st.sidebar:
+        choice = st.selectbox(
+            "Assistant",
+            ordered,
+            format_func=lambda m: TITLES.get(m.id, m.id) if m.is_agent else f"{m.id} (plain chat)",
+        )
+    key = f"messages-{choice.id}"
+    with st.sidebar:
+        if st.button("New conversation"):
+            st.session_state.pop(key, None)
+    messages: list[dict[str, Any]] = st.session_state.setdefault(key, [])
+
+    st.title(TITLES.get(choice.id, choice.id))
+    for i, message in enumerate(messages):
+        with st.chat_message(message["role"]):
+            if message.get("steps"):
+                with st.expander(f"{len(message['steps'])} steps"):
+                    for step in message["steps"]:
+                        render_step(step)
+            st.markdown(message["content"] or "_(no answer)_")
+            if message["role"] == "assistant":
+                feedback_form(message, i, client)
+
+    question = st.chat_input("Ask a question")
+    if not question:
+        return
+    messages.append({"role": "user", "content": question})
+    with st.chat_message("user"):
+        st.markdown(question)
+    with st.chat_message("assistant"):
+        try:
+            if choice.is_agent:
+                reply = run_agent(client, choice.id, question)
+            else:
+                history = [{"role": m["role"], "content": m["content"]} for m in messages]
+                text = st.write_stream(client.chat(choice.id, history))
+                reply = {"role": "assistant", "content": text}
+        except APIUnavailableError as e:
+            st.error(str(e))
+            messages.pop()
+            return
+    messages.append(reply)
+    st.rerun()
+
+
+main()
