@@ -41,15 +41,19 @@ class Agent:
         self.config = config or AgentConfig(max_rounds=profile.max_rounds)
         self.tools: dict[str, BaseTool] = profile.tools()
 
-    def run(self, task: str) -> Trajectory:
-        stream = self.stream(task)
+    def run(self, task: str, trajectory_id: str | None = None) -> Trajectory:
+        stream = self.stream(task, trajectory_id)
         while True:
             try:
                 next(stream)
             except StopIteration as done:
                 return done.value
 
-    def stream(self, task: str) -> Generator[Step, None, Trajectory]:
+    def stream(self, task: str, trajectory_id: str | None = None) -> Generator[Step, None, Trajectory]:
+        """Yield each step as it happens; return the finished trajectory.
+
+        `trajectory_id` lets a caller (the server) name the run before it starts.
+        """
         cfg = self.config
         params = cfg.generation or GenerationParams()
         traj = Trajectory(
@@ -58,6 +62,8 @@ class Agent:
             model=self.model.model_id,
             prompt=self.profile.opening_messages(),
         )
+        if trajectory_id:
+            traj.id = trajectory_id
         started = time.perf_counter()
         invalid_in_a_row = 0
         for index in range(cfg.max_rounds):

@@ -1,0 +1,70 @@
+"""The engine interface: what the server needs from anything that generates text.
+
+Serving code depends on this abstract class only, so it runs the same over the embedded CPU
+engine, a remote OpenAI-compatible endpoint, or (later) vLLM in-process. An engine takes chat
+messages and sampling parameters and streams text deltas with running token counts; converting a
+request into its own parameters (a prompt, a sampler) is the engine's business.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from agentlm.agent.trajectory import ChatMessage
+
+FinishReason = Literal["stop", "length"]
+
+
+class EngineError(RuntimeError):
+    """The engine could not serve a request (it failed, or is shutting down)."""
+
+
+class ModelNotFoundError(EngineError):
+    """The model to serve does not exist where the settings point."""
+
+
+class PromptTooLongError(EngineError):
+    """The prompt leaves no room for a reply in the model's context window."""
+
+
+@dataclass
+class GenerationRequest:
+    messages: list[ChatMessage]
+    max_tokens: int | None = None  # None: until a stop, or the context window is full
+    temperature: float = 1.0  # 0 decodes greedily
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    request_id: str = ""  # for logs
+
+
+@dataclass
+class GenerationChunk:
+    text: str  # new text since the previous chunk; may be empty on the last one
+    prompt_tokens: int
+    completion_tokens: int  # generated so far, including this chunk
+    finish_reason: FinishReason | None = None  # set on the last chunk only
+
+
+class Engine(ABC):
+    """Generates chat replies for one model."""
+
+    model_id: str  # the id clients pass as `model`
+
+    @abstractmethod
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        """Stream the reply; the last chunk has a finish_reason. Closing the iterator cancels.
+
+        Implementations are async generators (``async def generate(...)`` with ``yield``).
+        """
+
+    @abstractmethod
+    async def health(self) -> None:
+        """Raise EngineError when the engine cannot serve."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the model and any workers."""

@@ -1,0 +1,124 @@
+"""The remote engine: forwards generations to any OpenAI-compatible endpoint.
+
+A vLLM server on a GPU machine, ``transformers serve``, or a hosted teacher model: anything that
+speaks ``/v1/chat/completions``. Agents then run here, with their tools and store, while the
+model runs there.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from agentlm.serve.engines.base import (
+    Engine,
+    EngineError,
+    GenerationChunk,
+    GenerationRequest,
+    ModelNotFoundError,
+    PromptTooLongError,
+)
+
+if TYPE_CHECKING:
+    from agentlm.serve.settings import ServeSettings
+
+log = logging.getLogger(__name__)
+
+
+class RemoteEngine(Engine):
+    """Chat completions from a remote OpenAI-compatible URL, streamed."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str | None = None,
+        api_key: str | None = None,
+        served_model_name: str | None = None,
+        timeout: float = 600.0,
+    ):
+        import openai
+
+        self.base_url = base_url
+        self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "EMPTY", timeout=timeout)
+        # The remote model id; without one, use the first (usually only) model the endpoint serves.
+        self.remote_model = model or self._first_remote_model(api_key or "EMPTY", timeout)
+        self.model_id = served_model_name or self.remote_model
+
+    @classmethod
+    def from_settings(cls, settings: ServeSettings) -> RemoteEngine:
+        if not settings.remote_url:
+            raise ModelNotFoundError(
+                "the remote engine needs remote_url: the OpenAI-compatible URL to forward to"
+            )
+        model = None if settings.model == "embedded" else settings.model
+        return cls(settings.remote_url, model, settings.remote_api_key, settings.served_model_name)
+
+    def _first_remote_model(self, api_key: str, timeout: float) -> str:
+        import openai
+
+        try:
+            with openai.OpenAI(base_url=self.base_url, api_key=api_key, timeout=min(timeout, 30.0)) as client:
+                models = client.models.list().data
+        except openai.OpenAIError as e:
+            raise ModelNotFoundError(f"could not list the models at {self.base_url}: {e}") from e
+        if not models:
+            raise ModelNotFoundError(f"{self.base_url} serves no models")
+        return models[0].id
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        import openai
+
+        try:
+            stream = await self._client.chat.completions.create(
+                model=self.remote_model,
+                messages=request.messages,  # type: ignore[arg-type]
+                max_tokens=request.max_tokens,
+                temperature=request.temperature,
+                top_p=request.top_p,
+                stop=request.stop or None,
+                seed=request.seed,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        except openai.BadRequestError as e:
+            if "context" in str(e).lower():
+                raise PromptTooLongError(str(e)) from e
+            raise EngineError(f"{self.base_url} rejected the request: {e}") from e
+        except openai.OpenAIError as e:
+            raise EngineError(f"{self.base_url} failed: {e}") from e
+
+        prompt_tokens = completion_tokens = 0
+        finish = None
+        try:
+            async for chunk in stream:
+                if chunk.usage is not None:  # the last chunk, with include_usage
+                    prompt_tokens, completion_tokens = (
+                        chunk.usage.prompt_tokens,
+                        chunk.usage.completion_tokens,
+                    )
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                finish = choice.finish_reason or finish
+                if choice.delta.content:
+                    completion_tokens += 1  # an estimate until the usage chunk arrives
+                    yield GenerationChunk(choice.delta.content, prompt_tokens, completion_tokens)
+        except openai.OpenAIError as e:
+            raise EngineError(f"{self.base_url} failed mid-stream: {e}") from e
+        finally:
+            await stream.close()  # closing the connection tells the remote server to stop
+        yield GenerationChunk(
+            "", prompt_tokens, completion_tokens, "length" if finish == "length" else "stop"
+        )
+
+    async def health(self) -> None:
+        import openai
+
+        try:
+            await self._client.models.list()
+        except openai.OpenAIError as e:
+            raise EngineError(f"{self.base_url} is not reachable: {e}") from e
+
+    def close(self) -> None:
+        pass  # the HTTP client's connections close with the process

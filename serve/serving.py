@@ -1,0 +1,306 @@
+"""The API's logic, apart from HTTP: chat completions on the model or an agent, feedback, trajectories.
+
+Routes (``app.py``) stay thin; everything here works on protocol objects and raises ``APIError``
+with an OpenAI-shaped error, so it reads (and tests) without FastAPI. A chat completion whose
+``model`` is the served model goes straight to the engine; one whose ``model`` is an agent profile
+runs that agent server-side on the last user message and reports its steps in the ``agentlm``
+extension field.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from typing import Any
+
+from agentlm.agent.models import GenerationParams
+from agentlm.agent.profiles import Profile
+from agentlm.agent.trajectory import Feedback, StopReason, Trajectory, new_trajectory_id
+from agentlm.serve.agents import run_agent
+from agentlm.serve.engines import Engine, EngineError, GenerationChunk, GenerationRequest, PromptTooLongError
+from agentlm.serve.protocol import (
+    AgentInfo,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatCompletionResponseChoice,
+    ChatCompletionStreamChoice,
+    ChatMessage,
+    DeltaMessage,
+    ErrorInfo,
+    ErrorResponse,
+    FeedbackRequest,
+    FeedbackResponse,
+    ModelCard,
+    ModelList,
+    TrajectoryList,
+    UsageInfo,
+    random_id,
+)
+from agentlm.serve.store import TrajectoryStore
+
+log = logging.getLogger(__name__)
+
+AGENT_OWNER = "agentlm-agent"  # ModelCard.owned_by of agent profiles
+
+# What the user reads when an agent run ends without an answer.
+_NO_ANSWER = {
+    StopReason.MAX_ROUNDS: "I could not finish within the allowed number of steps.",
+    StopReason.INVALID_FORMAT: "The run stopped: the model's replies did not follow the action format.",
+    StopReason.REPEATED_OUTPUT: "The run stopped: the model kept repeating the same reply.",
+}
+
+
+class APIError(Exception):
+    """An error the client caused or should see, with its HTTP status and OpenAI error fields."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.body = ErrorResponse(error=ErrorInfo(message=message, type=type, param=param, code=code))
+
+
+def sse(payload: Any) -> str:
+    data = payload.model_dump_json(exclude_none=True) if hasattr(payload, "model_dump_json") else payload
+    return f"data: {data}\n\n"
+
+
+def agent_reply(traj: Trajectory) -> str:
+    if traj.stop_reason == StopReason.ANSWER and traj.final_answer is not None:
+        return traj.final_answer
+    if traj.stop_reason == StopReason.ERROR:
+        return f"The run stopped: the model failed ({traj.error})."
+    return _NO_ANSWER.get(traj.stop_reason, "The run stopped without an answer.")  # type: ignore[arg-type]
+
+
+def agent_usage(traj: Trajectory) -> UsageInfo:
+    return UsageInfo.of(
+        sum(s.prompt_tokens for s in traj.steps), sum(s.completion_tokens for s in traj.steps)
+    )
+
+
+class Serving:
+    """Serves one engine's model and the agent profiles built on it."""
+
+    def __init__(self, engine: Engine, store: TrajectoryStore, profiles: dict[str, Profile]):
+        if engine.model_id in profiles:
+            raise ValueError(
+                f"the served model id {engine.model_id!r} is also an agent profile id; rename one"
+            )
+        self.engine = engine
+        self.store = store
+        self.profiles = profiles
+
+    # --- models ---------------------------------------------------------------------------------
+
+    def models(self) -> ModelList:
+        cards = [ModelCard(id=self.engine.model_id)]
+        for p in self.profiles.values():
+            info = AgentInfo(title=p.title, description=p.description, examples=p.examples)
+            cards.append(ModelCard(id=p.id, owned_by=AGENT_OWNER, agent=info))
+        return ModelList(data=cards)
+
+    # --- chat completions -----------------------------------------------------------------------
+
+    async def chat(self, request: ChatCompletionRequest) -> ChatCompletionResponse | AsyncIterator[str]:
+        """A response, or for ``stream`` the server-sent events to send (ending with [DONE])."""
+        if request.model == self.engine.model_id:
+            return await self._chat_model(request)
+        if request.model in self.profiles:
+            return await self._chat_agent(request, self.profiles[request.model])
+        available = ", ".join(c.id for c in self.models().data)
+        raise APIError(
+            404,
+            f"The model '{request.model}' does not exist; available: {available}",
+            param="model",
+            code="model_not_found",
+        )
+
+    async def _chat_model(
+        self, request: ChatCompletionRequest
+    ) -> ChatCompletionResponse | AsyncIterator[str]:
+        request_id = random_id("chatcmpl")
+        generation = GenerationRequest(
+            messages=request.chat_messages(),  # type: ignore[arg-type]
+            max_tokens=request.max_new_tokens(),
+            temperature=1.0 if request.temperature is None else request.temperature,
+            top_p=1.0 if request.top_p is None else request.top_p,
+            stop=request.stop or [],  # type: ignore[arg-type]
+            seed=request.seed,
+            request_id=request_id,
+        )
+        chunks = self.engine.generate(generation)
+        # Wait for the first chunk here, so a bad prompt is an HTTP error and not a broken stream.
+        try:
+            first = await anext(chunks)
+        except PromptTooLongError as e:
+            raise APIError(400, str(e), param="messages", code="context_length_exceeded") from e
+        except EngineError as e:
+            raise APIError(500, f"the model failed: {e}", type="server_error") from e
+        if request.stream:
+            return self._stream_model(request, request_id, first, chunks)
+        parts, last = [first.text], first
+        async for chunk in chunks:
+            parts.append(chunk.text)
+            last = chunk
+        return ChatCompletionResponse(
+            id=request_id,
+            model=request.model,
+            choices=[
+                ChatCompletionResponseChoice(
+                    message=ChatMessage(content="".join(parts)), finish_reason=last.finish_reason
+                )
+            ],
+            usage=UsageInfo.of(last.prompt_tokens, last.completion_tokens),
+        )
+
+    async def _stream_model(
+        self,
+        request: ChatCompletionRequest,
+        request_id: str,
+        first: GenerationChunk,
+        chunks: AsyncIterator[GenerationChunk],
+    ) -> AsyncIterator[str]:
+        created = int(time.time())
+
+        def chunk(delta: DeltaMessage, finish_reason: Any = None) -> ChatCompletionChunk:
+            choice = ChatCompletionStreamChoice(delta=delta, finish_reason=finish_reason)
+            return ChatCompletionChunk(id=request_id, created=created, model=request.model, choices=[choice])
+
+        try:
+            yield sse(chunk(DeltaMessage(role="assistant", content="")))
+            last = first
+            if first.text or first.finish_reason:
+                yield sse(chunk(DeltaMessage(content=first.text), first.finish_reason))
+            while last.finish_reason is None:
+                last = await anext(chunks)
+                yield sse(chunk(DeltaMessage(content=last.text or None), last.finish_reason))
+            if request.stream_options and request.stream_options.include_usage:
+                usage = UsageInfo.of(last.prompt_tokens, last.completion_tokens)
+                yield sse(
+                    ChatCompletionChunk(
+                        id=request_id, created=created, model=request.model, choices=[], usage=usage
+                    )
+                )
+        except EngineError as e:
+            log.warning("request %s: %s", request_id, e)
+            yield sse(ErrorResponse(error=ErrorInfo(message=f"the model failed: {e}", type="server_error")))
+        finally:
+            await chunks.aclose()  # the client may have left: stop generating for it
+        yield "data: [DONE]\n\n"
+
+    async def _chat_agent(
+        self, request: ChatCompletionRequest, profile: Profile
+    ) -> ChatCompletionResponse | AsyncIterator[str]:
+        messages = request.chat_messages()
+        task = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "").strip()
+        if not task:
+            raise APIError(
+                400, "an agent needs a task: send it as the last message with role 'user'", param="messages"
+            )
+        params = GenerationParams(
+            temperature=0.0 if request.temperature is None else request.temperature,
+            top_p=1.0 if request.top_p is None else request.top_p,
+            stop=request.stop or None,  # type: ignore[arg-type]
+            seed=request.seed,
+        )
+        if request.max_new_tokens() is not None:
+            params.max_tokens = request.max_new_tokens()  # type: ignore[assignment]
+        trajectory_id = new_trajectory_id()
+        events = run_agent(profile, self.engine, self.store, task, params, trajectory_id)
+        if request.stream:
+            return self._stream_agent(request, trajectory_id, events)
+        async for event in events:
+            if isinstance(event, Trajectory):
+                traj = event
+        return ChatCompletionResponse(
+            id=random_id("chatcmpl"),
+            model=request.model,
+            choices=[ChatCompletionResponseChoice(message=ChatMessage(content=agent_reply(traj)))],
+            usage=agent_usage(traj),
+            agentlm={
+                "trajectory_id": traj.id,
+                "stop_reason": str(traj.stop_reason),
+                "steps": [asdict(s) for s in traj.steps],
+            },
+        )
+
+    async def _stream_agent(
+        self, request: ChatCompletionRequest, trajectory_id: str, events: AsyncIterator[Any]
+    ) -> AsyncIterator[str]:
+        request_id, created = random_id("chatcmpl"), int(time.time())
+
+        def chunk(
+            delta: DeltaMessage, finish_reason: Any = None, ext: dict | None = None
+        ) -> ChatCompletionChunk:
+            choice = ChatCompletionStreamChoice(delta=delta, finish_reason=finish_reason)
+            agentlm = None if ext is None else {"trajectory_id": trajectory_id, **ext}
+            return ChatCompletionChunk(
+                id=request_id, created=created, model=request.model, choices=[choice], agentlm=agentlm
+            )
+
+        try:
+            # The id comes first, so a client can find the run even if it leaves before any step.
+            yield sse(chunk(DeltaMessage(role="assistant", content=""), ext={}))
+            async for event in events:
+                if isinstance(event, Trajectory):
+                    traj = event
+                else:
+                    yield sse(chunk(DeltaMessage(), ext={"step": asdict(event)}))
+            yield sse(chunk(DeltaMessage(content=agent_reply(traj))))
+            yield sse(chunk(DeltaMessage(), "stop", ext={"stop_reason": str(traj.stop_reason)}))
+            if request.stream_options and request.stream_options.include_usage:
+                yield sse(
+                    ChatCompletionChunk(
+                        id=request_id,
+                        created=created,
+                        model=request.model,
+                        choices=[],
+                        usage=agent_usage(traj),
+                    )
+                )
+        except Exception as e:
+            # Headers are sent: the error can only travel in the stream.
+            log.exception("agent run %s failed", trajectory_id)
+            yield sse(
+                ErrorResponse(error=ErrorInfo(message=f"the agent run failed: {e}", type="server_error"))
+            )
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+        yield "data: [DONE]\n\n"
+
+    # --- feedback and trajectories --------------------------------------------------------------
+
+    def feedback(self, request: FeedbackRequest) -> FeedbackResponse:
+        feedback = Feedback(request.rating, request.comment, request.corrected_answer)
+        if not self.store.set_feedback(request.trajectory_id, feedback):
+            raise _no_trajectory(request.trajectory_id, param="trajectory_id")
+        return FeedbackResponse(trajectory_id=request.trajectory_id)
+
+    def trajectory(self, trajectory_id: str) -> dict[str, Any]:
+        traj = self.store.get(trajectory_id)
+        if traj is None:
+            raise _no_trajectory(trajectory_id)
+        return traj.to_dict()
+
+    def trajectories(self, profile: str | None, limit: int, offset: int) -> TrajectoryList:
+        return TrajectoryList(data=[t.to_dict() for t in self.store.list(profile, limit, offset)])
+
+
+def _no_trajectory(trajectory_id: str, param: str | None = None) -> APIError:
+    return APIError(
+        404,
+        f"no trajectory {trajectory_id!r} in the store",
+        type="not_found_error",
+        param=param,
+        code="trajectory_not_found",
+    )

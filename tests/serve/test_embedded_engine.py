@@ -1,0 +1,147 @@
+"""The embedded engine's parts: model specs, streaming text with stop strings, sampling, Gemma."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tiny import build_tokenizer
+
+from agentlm.serve.engines import GenerationRequest, ModelNotFoundError
+from agentlm.serve.engines.embedded import (
+    EMBEDDED_MODEL_ID,
+    EmbeddedEngine,
+    IncrementalText,
+    default_model_id,
+    embedded_cache_dir,
+    resolve_checkpoint,
+    sample,
+)
+
+TEXT = "naïve café 😀 — the end of it"
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    # A small vocabulary, so the emoji and accented letters split into several byte-level tokens.
+    return build_tokenizer(["plain ascii words only, the end of it"] * 20, vocab_size=300)
+
+
+def stream(tokenizer, text: str, stops: list[str]) -> tuple[list[str], bool, str]:
+    inc = IncrementalText(tokenizer, stops)
+    deltas = []
+    for token in tokenizer.encode(text, add_special_tokens=False):
+        delta, stopped = inc.push(token)
+        deltas.append(delta)
+        if stopped:
+            return deltas, True, ""
+    return deltas, False, inc.flush()
+
+
+def test_deltas_never_split_a_character(tokenizer) -> None:
+    ids = tokenizer.encode(TEXT, add_special_tokens=False)
+    assert len(ids) > len(TEXT.split())  # the multi-byte characters really span tokens
+    deltas, stopped, rest = stream(tokenizer, TEXT, [])
+    assert not stopped and not any("\ufffd" in d for d in deltas)
+    assert "".join(deltas) + rest == TEXT
+
+
+def test_text_stops_before_a_stop_string_and_never_passes_it(tokenizer) -> None:
+    deltas, stopped, _ = stream(tokenizer, TEXT, ["never", "end"])
+    assert stopped
+    assert "".join(deltas) == TEXT[: TEXT.index("end")]
+
+
+def test_stray_bytes_are_not_held_back_for_ever(tokenizer) -> None:
+    # A random model can emit lone continuation bytes that never make a character.
+    stray = tokenizer.encode("😀", add_special_tokens=False)[-1]
+    inc = IncrementalText(tokenizer, [])
+    deltas = [inc.push(stray)[0] for _ in range(8)]
+    assert deltas[:3] == ["", "", ""] and "".join(deltas) + inc.flush() == "\ufffd" * 8
+
+
+def test_a_possible_stop_string_is_held_back_until_decided(tokenizer) -> None:
+    deltas, stopped, rest = stream(tokenizer, TEXT, ["of iT"])  # "of i" matches, then "t" does not
+    assert not stopped and "".join(deltas) + rest == TEXT
+    inc = IncrementalText(tokenizer, ["the end!"])
+    emitted = "".join(inc.push(t)[0] for t in tokenizer.encode("naïve the end", add_special_tokens=False))
+    assert emitted == "naïve "  # "the end" could still become the stop string
+    assert inc.flush() == "the end"
+
+
+def test_sampling_is_greedy_at_temperature_zero_and_nucleus_keeps_the_top_token() -> None:
+    logits = torch.tensor([0.0, 3.0, 1.0, 2.9])
+    g = torch.Generator().manual_seed(0)
+    assert sample(logits, 0.0, 1.0, g) == 1
+    assert {sample(logits, 1.0, 0.01, g) for _ in range(20)} == {1}
+    assert {sample(logits, 1.0, 1.0, g) for _ in range(200)} >= {1, 3}
+
+
+def test_a_missing_checkpoint_directory_is_model_not_found(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError) as e:
+        resolve_checkpoint(str(tmp_path / "nope"))
+    assert str(e.value) == (
+        f"no checkpoint at {tmp_path / 'nope'}: expected a directory with config.json and model weights "
+        "(a Hugging Face checkpoint), or 'embedded'"
+    )
+    with pytest.raises(ModelNotFoundError):
+        resolve_checkpoint(str(tmp_path))  # a directory, but no config.json
+    with pytest.raises(ModelNotFoundError):
+        resolve_checkpoint("./relative/nope")
+
+
+def test_model_specs(tiny_checkpoint: Path) -> None:
+    assert resolve_checkpoint(str(tiny_checkpoint)) == str(tiny_checkpoint)
+    assert resolve_checkpoint("THUDM/agentlm-7b") == "THUDM/agentlm-7b"  # a hub id passes through
+    assert default_model_id("embedded") == EMBEDDED_MODEL_ID
+    assert default_model_id(str(tiny_checkpoint)) == tiny_checkpoint.name
+    assert default_model_id("THUDM/agentlm-7b") == "THUDM/agentlm-7b"
+
+
+def test_generation_can_be_abandoned_and_the_engine_goes_on(tiny_checkpoint: Path) -> None:
+    engine = EmbeddedEngine(str(tiny_checkpoint))
+
+    async def scenario() -> str:
+        long = GenerationRequest([{"role": "user", "content": "hi"}], max_tokens=3000, temperature=0)
+        chunks = engine.generate(long)
+        await anext(chunks)
+        await chunks.aclose()  # the consumer leaves: the worker stops decoding for it
+        started = time.perf_counter()
+        parts = [c.text async for c in engine.generate(GenerationRequest(long.messages, max_tokens=4))]
+        assert time.perf_counter() - started < 10, "the abandoned request kept the worker busy"
+        return "".join(parts)
+
+    try:
+        assert isinstance(asyncio.run(scenario()), str)
+    finally:
+        engine.close()
+
+
+@pytest.mark.slow
+def test_embedded_gemma_converts_once_then_loads_from_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENTLM_HOME", str(tmp_path))  # a cold start, whatever ran before
+    engine = EmbeddedEngine()  # dequantizes the GGUF and writes the cache (about a minute)
+    try:
+        assert engine.model_id == "gemma-3-270m" and engine.template_stops == ["<end_of_turn>"]
+
+        async def reply() -> list:
+            request = GenerationRequest(
+                [{"role": "user", "content": "Name a colour."}], max_tokens=5, temperature=0
+            )
+            return [c async for c in engine.generate(request)]
+
+        chunks = asyncio.run(reply())
+        assert chunks[-1].finish_reason in ("stop", "length") and chunks[-1].completion_tokens <= 5
+        assert chunks[-1].prompt_tokens > 5
+    finally:
+        engine.close()
+    assert (embedded_cache_dir() / "model.safetensors").is_file()
+    assert "<start_of_turn>" in (embedded_cache_dir() / "chat_template.jinja").read_text()
+    started = time.perf_counter()
+    EmbeddedEngine().close()
+    assert time.perf_counter() - started < 20  # ~3 s from the cached copy, vs ~50 s converting
