@@ -1,0 +1,79 @@
+"""Training renders (Python segments) and serving renders (Jinja) must be the same text."""
+
+import jinja2
+import pytest
+from tiny import build_tokenizer
+
+from agentlm.data.formats import Conversation, Turn
+from agentlm.data.masks import IGNORE_INDEX, tokenize_conversation
+from agentlm.data.templates import AGENTLM_SYSTEM_PROMPT, TEMPLATES, get_template
+
+CONVERSATIONS = [
+    [Turn("user", "hi"), Turn("assistant", " hello "), Turn("user", "q2"), Turn("assistant", "a2")],
+    [Turn("system", "Be brief."), Turn("user", "hi"), Turn("assistant", "hello"), Turn("user", "q2")],
+    [Turn("system", ""), Turn("user", "hi"), Turn("assistant", "hello")],
+    [Turn("user", "only a question")],
+]
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+@pytest.mark.parametrize("turns", CONVERSATIONS)
+def test_python_and_jinja_renderings_are_identical(name, turns):
+    template = get_template(name)
+    messages = [{"role": t.role, "content": t.content} for t in turns]
+    jinja = jinja2.Environment().from_string(template.jinja)
+    assert "".join(s.text for s in template.render(turns)) == jinja.render(
+        messages=messages, add_generation_prompt=False
+    )
+    assert template.render_prompt(messages) == jinja.render(messages=messages, add_generation_prompt=True)
+
+
+def test_llama2_matches_fastchat_layout_with_the_model_card_system_prompt():
+    text = get_template("llama-2").render_prompt(
+        [
+            {"role": "user", "content": "Q1"},
+            {"role": "assistant", "content": "A1"},
+            {"role": "user", "content": "Q2"},
+        ]
+    )
+    assert (
+        text
+        == f"<s>[INST] <<SYS>>\n{AGENTLM_SYSTEM_PROMPT}\n<</SYS>>\n\nQ1 [/INST] A1 </s><s>[INST] Q2 [/INST]"
+    )
+
+
+def test_unknown_template_lists_the_known_ones():
+    with pytest.raises(ValueError, match="llama-2"):
+        get_template("chatml")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer(
+        ["The quick brown fox jumps over the lazy dog. Action: Answer Final Answer: 18"] * 20
+    )
+
+
+def test_labels_cover_only_trainable_assistant_turns(tokenizer):
+    conv = Conversation(
+        "x",
+        [
+            Turn("user", "instruction"),
+            Turn("assistant", "Ok.", loss=False),
+            Turn("user", "question"),
+            Turn("assistant", "Final Answer: 18", loss=True),
+        ],
+    )
+    ex = tokenize_conversation(tokenizer, get_template("llama-2"), conv)
+    learnt = tokenizer.decode(
+        [t for t, label in zip(ex.input_ids, ex.labels, strict=True) if label != IGNORE_INDEX]
+    )
+    assert learnt.strip() == "Final Answer: 18 </s>"
+    assert all(label in (IGNORE_INDEX, tok) for tok, label in zip(ex.input_ids, ex.labels, strict=True))
+
+    everything = tokenize_conversation(tokenizer, get_template("llama-2"), conv, honour_loss_flag=False)
+    learnt_all = tokenizer.decode(
+        [t for t, lab in zip(everything.input_ids, everything.labels, strict=True) if lab != IGNORE_INDEX]
+    )
+    assert "Ok." in learnt_all and "Final Answer: 18" in learnt_all
+    assert "instruction" not in learnt_all and "question" not in learnt_all
