@@ -173,3 +173,15 @@ def test_streamlit_app_runs_the_agent_against_the_live_api(server: str, home: Pa
     assert str(expected) in shown
     # Each step was shown (the SQL the agent ran is on the page).
     assert any("leave_balances" in c.value for c in at.code), [c.value for c in at.code]
+
+    # Thumbs down with a comment and a correction, through the form under the answer.
+    at.radio(key="rating-1").set_value("👎")
+    at.text_input(key="comment-1").input("check the 2025 carry-over too")
+    at.text_input(key="corrected-1").input("Dana Kim has 18 days plus carry-over.")
+    next(b for b in at.button if b.label == "Send feedback").click().run()
+    assert not at.exception and not at.error
+    trajectory_id = at.session_state["messages-hr-assistant"][1]["trajectory_id"]
+    stored = httpx.get(f"{server}/v1/trajectories/{trajectory_id}").json()
+    assert stored["feedback"]["rating"] == -1
+    assert stored["feedback"]["comment"] == "check the 2025 carry-over too"
+    assert stored["feedback"]["corrected_answer"] == "Dana Kim has 18 days plus carry-over."

@@ -1,0 +1,104 @@
+"""The SFT recipe with real DeepSpeed (ZeRO-2, gloo on the CPU) on a tiny model built here."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+from tiny import build_tiny_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from agentlm.data.formats import Conversation, Turn, write_jsonl
+from agentlm.train.sft import ConfigError, SFTRecipe, load_config
+
+FACTS = [(f"What is the code for item {i}?", f"The code for item {i} is {i * 7 + 3}.") for i in range(12)]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    work = tmp_path_factory.mktemp("sft")
+    convs = [
+        Conversation(
+            f"c{i}",
+            [
+                Turn("user", "Instruction."),
+                Turn("assistant", "Ok.", False),
+                Turn("user", q),
+                Turn("assistant", a, True),
+            ],
+        )
+        for i, (q, a) in enumerate(FACTS)
+    ]
+    long = Conversation("long", [Turn("user", "word " * 3000), Turn("assistant", "x")])
+    data = work / "data.jsonl"
+    write_jsonl(data, [*convs, long])
+    base = build_tiny_model(work / "base", [t.content for c in convs for t in c.turns] * 5, vocab_size=600)
+    return work, data, base
+
+
+def test_training_lowers_the_loss_and_writes_a_servable_checkpoint(setup):
+    work, data, base = setup
+    out = work / "ckpt"
+    result = subprocess.run(
+        [sys.executable, "-m", "agentlm.train.sft", "--config", "tiny", "--data", str(data), "--base-model", str(base),
+         "--output-dir", str(out), "--max-steps", "40", "--eta", "1.0", "--set", "batch_size=4", "max_seq_len=512", "log_every=5"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    losses = [float(x) for x in re.findall(r"^step \d+/40 loss ([0-9.]+)", result.stdout, re.M)]
+    assert len(losses) == 8 and losses[-1] < losses[0] * 0.5, losses
+    assert "dropped 1 longer than 512 tokens" in result.stderr
+
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert "[INST]" in tokenizer.chat_template
+    assert (out / "model.safetensors").is_file() and not list(out.glob("*.pt"))
+    assert model.generation_config.eos_token_id == tokenizer.convert_tokens_to_ids("</s>")
+    card = (out / "README.md").read_text()
+    assert "eta = 1.0" in card and "11 examples trained" not in card and "12 examples trained" in card
+    assert "final loss" in card and "lr: 0.003" in card
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"]
+
+
+def test_recipe_masks_the_prompt_and_the_ok_turn(setup):
+    work, data, base = setup
+    recipe = SFTRecipe(
+        load_config(
+            "tiny",
+            {"data": [str(data)], "base_model": str(base), "output_dir": str(work / "x"), "max_seq_len": 512},
+        )
+    )
+    recipe.tokenizer = AutoTokenizer.from_pretrained(base)
+    examples = recipe._load_examples()
+    assert recipe.dropped_too_long == 1 and len(examples) == 12
+    ex = examples[0]
+    learnt = recipe.tokenizer.decode(
+        [t for t, lab in zip(ex.input_ids, ex.labels, strict=True) if lab != -100]
+    )
+    assert learnt.strip() == f"{FACTS[0][1]} </s>"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"base_model": ""}, "base_model is required"),
+        ({"data": ["/nope.jsonl"]}, "does not exist"),
+        ({"lr": 0}, "lr must be positive"),
+        ({"template": "chatml"}, "unknown chat template"),
+        ({"batch_size": 0}, "batch_size must be at least 1"),
+    ],
+)
+def test_bad_config_values_are_named(setup, overrides, message):
+    work, data, base = setup
+    values = {"data": [str(data)], "base_model": str(base), "output_dir": str(work / "x"), **overrides}
+    with pytest.raises((ConfigError, ValueError), match=message):
+        SFTRecipe(load_config("tiny", values))
+
+
+def test_unknown_keys_and_presets_are_rejected():
+    with pytest.raises(ConfigError, match="unknown config keys"):
+        load_config("tiny", {"learning_rate": 1})
+    with pytest.raises(ConfigError, match="no preset"):
+        load_config("huge", {})
