@@ -1,4 +1,4 @@
-"""The Streamlit app without a server; the live run with a trained model is in tests/test_loop.py."""
+"""The Streamlit app without a server; the live run with a trained model is in tests/test_end_to_end.py."""
 
 from pathlib import Path
 
