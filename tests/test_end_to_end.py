@@ -155,18 +155,17 @@ def test_agent_answers_from_the_database_and_the_run_flows_back_into_training_da
     assert turns[-1]["from"] == "gpt" and turns[-1]["loss"] is True and str(expected) in turns[-1]["value"]
 
 
-def test_streamlit_app_runs_the_agent_against_the_live_api(server: str, home: Path) -> None:
+def test_streamlit_app_runs_the_agent_against_the_live_api(
+    server: str, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from streamlit.testing.v1 import AppTest
 
-    os.environ["AGENTLM_API_URL"] = f"{server}/v1"
-    try:
-        at = AppTest.from_file(str(REPO / "ui" / "app.py"), default_timeout=120)
-        at.run()
-        assert not at.exception
-        at.chat_input[0].set_value(QUESTION).run()
-        assert not at.exception
-    finally:
-        os.environ.pop("AGENTLM_API_URL", None)
+    monkeypatch.setenv("AGENTLM_API_URL", f"{server}/v1")
+    at = AppTest.from_file(str(REPO / "ui" / "app.py"), default_timeout=120)
+    at.run()
+    assert not at.exception
+    at.chat_input[0].set_value(QUESTION).run()
+    assert not at.exception
     with duckdb.connect(str(home / "hr.duckdb"), read_only=True) as conn:
         (expected,) = conn.execute(GOLD_SQL).fetchone()
     shown = " ".join(md.value for m in at.chat_message for md in m.markdown)
@@ -179,7 +178,7 @@ def test_streamlit_app_runs_the_agent_against_the_live_api(server: str, home: Pa
     at.text_input(key="comment-1").input("check the 2025 carry-over too")
     at.text_input(key="corrected-1").input("Dana Kim has 18 days plus carry-over.")
     next(b for b in at.button if b.label == "Send feedback").click().run()
-    assert not at.exception and not at.error
+    assert not at.exception and not at.error, [e.value for e in at.error]
     trajectory_id = at.session_state["messages-hr-assistant"][1]["trajectory_id"]
     stored = httpx.get(f"{server}/v1/trajectories/{trajectory_id}").json()
     assert stored["feedback"]["rating"] == -1
