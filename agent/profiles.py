@@ -46,6 +46,14 @@ class Profile(BaseModel):
             return ensure_hr_database(home() / f"{self.database}.duckdb")
         return Path(self.database).expanduser()
 
+    def with_database(self, path: str | Path) -> Profile:
+        """The same profile on another DuckDB file.
+
+        Use this rather than ``model_copy(update={"database": ...})``: a copy keeps the original's
+        cached ``sql_tool``, which would still point at the old file.
+        """
+        return Profile.model_validate({**self.model_dump(), "database": str(path)})
+
     @cached_property
     def sql_tool(self) -> SQLTool:
         return SQLTool(database=self.database_path())

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -104,23 +103,6 @@ def _ui_env(api_url: str) -> dict[str, str]:
     return {**os.environ, "AGENTLM_API_URL": api_url}
 
 
-def _wait_for_health(url: str, proc: subprocess.Popen, timeout: float) -> float:
-    import httpx
-
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if proc.poll() is not None:
-            _fail(f"the API server exited with status {proc.returncode}; see its messages above")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return time.monotonic() - start
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    _fail(f"the API server did not become healthy at {url} within {timeout:.0f} s")
-    return 0.0
-
-
 @app.command()
 def up(
     model: ModelOpt = "embedded",
@@ -130,16 +112,16 @@ def up(
     no_ui: Annotated[bool, typer.Option("--no-ui", help="Start the API only.")] = False,
 ) -> None:
     """Start the API and the Streamlit assistant together; Ctrl-C stops both."""
+    from agentlm.processes import ServerStartError, start_server, stop
+
     api = f"http://{host}:{port}"
     typer.echo(
         f"Starting the AgentLM API on {api} with model {model!r} (the first start converts the model) ..."
     )
-    server = subprocess.Popen(
-        [sys.executable, "-m", "agentlm.cli", "serve", "--model", model, "--host", host, "--port", str(port)]
-    )
-    procs = [server]
+    procs: list[subprocess.Popen] = []
     try:
-        seconds = _wait_for_health(f"{api}/health", server, timeout=900)
+        server, seconds = start_server(["--model", model], port, host)
+        procs.append(server)
         typer.echo(
             f"API ready in {seconds:.1f} s: {api}/v1 (OpenAI-compatible; model ids at {api}/v1/models)"
         )
@@ -150,17 +132,13 @@ def up(
         while all(p.poll() is None for p in procs):
             time.sleep(1)
         _fail("a child process exited; stopping the rest", code=1)
+    except ServerStartError as e:
+        _fail(str(e))
     except KeyboardInterrupt:
         typer.echo("Stopping ...")
     finally:
         for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+            stop(p)
 
 
 @app.command()

@@ -13,15 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
-import socket
 import statistics
 import subprocess
-import sys
 import time
 
-import httpx
 from openai import OpenAI
+
+from agentlm.processes import free_port, start_server, stop
 
 PROMPT = [
     {
@@ -29,12 +27,6 @@ PROMPT = [
         "content": "Write a short story about a lighthouse keeper who finds a message in a bottle.",
     }
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def direct(model: str, tokens: int, runs: int) -> list[tuple[float, float, int]]:
@@ -65,21 +57,9 @@ def direct(model: str, tokens: int, runs: int) -> list[tuple[float, float, int]]
 
 def through_api(model: str, tokens: int, runs: int) -> list[tuple[float, float, int]]:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agentlm.cli", "serve", "--model", model, "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc, _ = start_server(["--model", model], port, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"agentlm serve exited with {proc.returncode}")
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
         client = OpenAI(base_url=f"{base}/v1", api_key="EMPTY")
         model_id = next(m.id for m in client.models.list() if m.owned_by != "agentlm-agent")
 
@@ -103,11 +83,7 @@ def through_api(model: str, tokens: int, runs: int) -> list[tuple[float, float, 
         one()  # warm-up
         return [one() for _ in range(runs)]
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 def main() -> None:

@@ -10,21 +10,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-import httpx
 from openai import OpenAI
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from agentlm.processes import free_port, stop, wait_healthy
 
 
 def start_to_first_token(home: str, port: int) -> tuple[float, float]:
@@ -38,16 +31,8 @@ def start_to_first_token(home: str, port: int) -> tuple[float, float]:
         stderr=subprocess.DEVNULL,
     )
     try:
+        healthy = wait_healthy(f"http://127.0.0.1:{port}/health", proc, timeout=900)
         base = f"http://127.0.0.1:{port}"
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"agentlm up exited with {proc.returncode}")
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        healthy = time.perf_counter() - t0
         client = OpenAI(base_url=f"{base}/v1", api_key="EMPTY")
         model = next(m.id for m in client.models.list() if m.owned_by != "agentlm-agent")
         stream = client.chat.completions.create(
@@ -60,11 +45,7 @@ def start_to_first_token(home: str, port: int) -> tuple[float, float]:
         stream.close()
         return healthy, first_token
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 def main() -> None:

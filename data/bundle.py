@@ -2,7 +2,8 @@
 
 Every statement runs against the sample HR database with the real SQL tool, so each observation is
 what the agent would see and each answer is worded from the rows the database returned. The
-trajectories open exactly as the agent's runs do (the profile's instruction, then "Ok.").
+trajectories open exactly as the agent's runs do (the profile's instruction, then "Ok."), and every
+assistant turn is checked to parse, with the agent's own parser, to the action it was written for.
 
     python -m agentlm.data.bundle        # rewrites data/bundled/hr_trajectories.jsonl
 """
@@ -13,17 +14,26 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-from agentlm.agent.actions import FinalAnswer, parse_db_reply
+from agentlm.agent.actions import FinalAnswer, ParsedReply, parse_db_reply
 from agentlm.agent.profiles import load_profile
+from agentlm.agent.tools.sql import SQLTool
 from agentlm.agent.trajectory import ToolCall
 from agentlm.data.formats import Conversation, Turn, write_jsonl
 from agentlm.data.hr import build_hr_database
 from agentlm.data.hr_tasks import HR_TASKS, HRTask
 
-SOURCE = "bundled/hr-assistant"
+PROFILE = "hr-assistant"
+SOURCE = f"bundled/{PROFILE}"
+HR_TRAJECTORIES = "hr_trajectories.jsonl"
+GENERAL_CHAT = "general_chat.jsonl"
+
+
+class BundleError(RuntimeError):
+    """A task that does not produce the trajectory it was written for (stale SQL, wrong answer)."""
 
 
 def bundled_path(name: str) -> Path:
+    """A file in the installed data/bundled/ folder."""
     return Path(str(resources.files("agentlm.data") / "bundled" / name))
 
 
@@ -35,39 +45,55 @@ def answer_reply(thought: str, answer: str) -> str:
     return f"{thought}\nAction: Answer\nFinal Answer: {answer}"
 
 
-def _trajectory(task: HRTask, prompt: list[Turn], sql_tool, task_id: str) -> Conversation:
+def _check_parses(task_id: str, reply: str, expected: ParsedReply) -> None:
+    parsed = parse_db_reply(reply)
+    if parsed != expected:
+        raise BundleError(f"{task_id}: the reply parses to {parsed}, not {expected}:\n{reply}")
+
+
+def _check_observation(task_id: str, sql: str, observation: str, expect: str | None) -> None:
+    failed = observation.startswith("Error:")
+    if expect == "error":
+        if not failed:
+            raise BundleError(f"{task_id}: {sql!r} was meant to fail but returned {observation}")
+    elif failed or observation == "[]":
+        raise BundleError(f"{task_id}: {sql!r} returned {observation}")
+    elif expect is not None and observation != expect:
+        raise BundleError(f"{task_id}: {sql!r} returned {observation}, the next step expects {expect}")
+
+
+def build_trajectory(task: HRTask, task_id: str, prompt: list[Turn], sql_tool: SQLTool) -> Conversation:
+    """One task's conversation, every observation and the answer computed by `sql_tool`."""
     turns = [*prompt, Turn("user", task.question)]
     for step in task.steps:
         reply = operation_reply(step.thought, step.sql)
-        parsed = parse_db_reply(reply)
-        assert parsed.action == ToolCall("sql", step.sql), f"{task_id}: reply does not parse to its SQL"
+        _check_parses(task_id, reply, ParsedReply(step.thought, ToolCall("sql", step.sql)))
         observation = sql_tool.invoke(step.sql)
-        if step.expect == "error":
-            assert observation.startswith("Error:"), f"{task_id}: {step.sql!r} was meant to fail"
-        elif step.expect is not None:
-            assert observation == step.expect, (
-                f"{task_id}: {step.sql!r} gave {observation}, expected {step.expect}"
-            )
-        elif observation.startswith("Error:") or observation == "[]":
-            raise AssertionError(f"{task_id}: {step.sql!r} returned {observation}")
+        _check_observation(task_id, step.sql, observation, step.expect)
         turns += [Turn("assistant", reply, True), Turn("user", observation)]
-    rows = sql_tool.run_rows(task.steps[-1].sql)
-    reply = answer_reply(task.final_thought, task.answer(rows))
-    assert isinstance(parse_db_reply(reply).action, FinalAnswer), f"{task_id}: answer does not parse"
+    if task.steps[-1].expect == "error":
+        raise BundleError(f"{task_id}: the last statement must succeed; the answer is worded from it")
+    answer = task.fill_answer(sql_tool.run_rows(task.steps[-1].sql))
+    reply = answer_reply(task.final_thought, answer)
+    _check_parses(task_id, reply, ParsedReply(task.final_thought, FinalAnswer(answer)))
     turns.append(Turn("assistant", reply, True))
     return Conversation(id=task_id, turns=turns, source=SOURCE)
 
 
 def build_hr_trajectories(db_path: str | Path) -> list[Conversation]:
-    """The bundled trajectories, computed against the database at `db_path`."""
-    profile = load_profile("hr-assistant").model_copy(update={"database": str(db_path)})
-    prompt = [
-        Turn(m["role"], m["content"], False if m["role"] == "assistant" else None)
-        for m in profile.opening_messages()
-    ]
+    """The bundled trajectories, computed against the HR database at `db_path`.
+
+    The prompt is the hr-assistant profile's own opening (instruction with this database's schema,
+    then "Ok."), with AgentInstruct's loss flags: null on the instruction, false on "Ok.".
+    """
+    profile = load_profile(PROFILE).with_database(db_path)
     try:
+        prompt = [
+            Turn(m["role"], m["content"], False if m["role"] == "assistant" else None)
+            for m in profile.opening_messages()
+        ]
         return [
-            _trajectory(task, prompt, profile.sql_tool, f"hr-{i:04d}")
+            build_trajectory(task, f"hr-{i:04d}", prompt, profile.sql_tool)
             for i, task in enumerate(HR_TASKS, start=1)
         ]
     finally:
@@ -76,8 +102,8 @@ def build_hr_trajectories(db_path: str | Path) -> list[Conversation]:
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        conversations = build_hr_trajectories(build_hr_database(Path(tmp) / "hr.duckdb"))
-    out = bundled_path("hr_trajectories.jsonl")
+        conversations = build_hr_trajectories(build_hr_database(Path(tmp) / "hr.duckdb", seed=0))
+    out = bundled_path(HR_TRAJECTORIES)
     n = write_jsonl(out, conversations)
     print(f"wrote {n} trajectories to {out}")
 

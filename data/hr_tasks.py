@@ -1,23 +1,40 @@
 """HR-assistant tasks written for the bundled training data.
 
-Each task is a question, the SQL steps that answer it (a thought before each), and a function that
-words the answer from the rows the last statement returned. `data/bundle.py` runs every statement
-against the sample database, so the answers in the bundled file are the database's answers.
+Each task is a question, the SQL steps that answer it (a short thought before each), and an answer
+template that is filled from the rows the last statement returned. `data/bundle.py` runs every
+statement against the sample database, so the answers in the bundled file are the database's own.
+
+Answer templates use `str.format` fields:
+
+- ``{0}``, ``{1}``, ... are the columns of the result's first row (a single-row task must return
+  exactly one row);
+- when ``row`` is set, the result may have many rows: each is worded with ``row`` and the list is
+  joined into ``{rows}`` ("A, B and C"); ``{count}`` is the number of rows.
+
+Filling checks the result's shape (row count, every column used, no NULLs), so a task whose SQL
+returns something other than what its answer assumes fails the build instead of slipping in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import string
 from dataclasses import dataclass
+from typing import Any
 
-Rows = list[tuple]
+Rows = list[tuple[Any, ...]]
+
+
+class TaskResultError(ValueError):
+    """A statement returned rows that do not fit its task's answer template."""
 
 
 @dataclass(frozen=True)
 class SQLStep:
-    thought: str
-    sql: str  # one statement, one line
-    expect: str | None = None  # the observation a later step relies on; "error" when it must fail
+    thought: str  # one or two sentences, shown before the action
+    sql: str  # one statement, one line (DuckDB dialect)
+    # The exact observation a later step relies on (e.g. an id it reuses), or "error" when the step is
+    # meant to fail so that the trajectory shows a recovery. None: any non-empty result.
+    expect: str | None = None
 
 
 @dataclass(frozen=True)
@@ -25,12 +42,39 @@ class HRTask:
     question: str
     steps: tuple[SQLStep, ...]
     final_thought: str
-    answer: Callable[[Rows], str]  # words the answer from the last statement's rows
+    answer: str  # template filled from the last statement's rows (see the module docstring)
+    row: str | None = None  # per-row template for results with several rows
+
+    def fill_answer(self, rows: Rows) -> str:
+        """The answer worded from `rows`; raises TaskResultError when they do not fit the task."""
+        if not rows:
+            raise TaskResultError(f"{self.question!r}: the last statement returned no rows")
+        if self.row is None and len(rows) != 1:
+            raise TaskResultError(f"{self.question!r}: expected exactly one row, got {len(rows)}")
+        width = {len(r) for r in rows}
+        if len(width) != 1 or any(v is None for r in rows for v in r):
+            raise TaskResultError(f"{self.question!r}: ragged rows or NULL values in {rows!r}")
+        used = _positional_fields(self.answer) | _positional_fields(self.row or "")
+        if used != set(range(width.pop())):
+            raise TaskResultError(
+                f"{self.question!r}: the templates use columns {sorted(used)}, "
+                f"but the result has {len(rows[0])} columns"
+            )
+        items = [self.row.format(*r) for r in rows] if self.row else []
+        return self.answer.format(*rows[0], rows=join_words(items), count=len(rows))
 
 
-def _names(rows: Rows) -> str:
-    names = [f"{r[0]} {r[1]}" for r in rows]
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+def _positional_fields(template: str) -> set[int]:
+    """The column indexes a format template refers to ({0}, {1:%Y}, ...)."""
+    fields = (name for _, name, _, _ in string.Formatter().parse(template) if name)
+    return {int(name) for name in fields if name.isdigit()}
+
+
+def join_words(items: list[str]) -> str:
+    """'A', 'A and B', 'A, B and C'."""
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
 
 
 HR_TASKS: tuple[HRTask, ...] = (
@@ -45,7 +89,7 @@ HR_TASKS: tuple[HRTask, ...] = (
             ),
         ),
         "The query returned Dana Kim's remaining vacation days.",
-        lambda rows: f"Dana Kim has {rows[0][0]} vacation days left in 2026.",
+        "Dana Kim has {0} vacation days left in 2026.",
     ),
     HRTask(
         "How many sick days has Ben Ortiz used this year?",
@@ -57,7 +101,7 @@ HR_TASKS: tuple[HRTask, ...] = (
             ),
         ),
         "The result is the number of sick days Ben Ortiz used in 2026.",
-        lambda rows: f"Ben Ortiz has used {rows[0][0]} sick days in 2026.",
+        "Ben Ortiz has used {0} sick days in 2026.",
     ),
     HRTask(
         "How many employees work in each department?",
@@ -69,19 +113,21 @@ HR_TASKS: tuple[HRTask, ...] = (
             ),
         ),
         "I have the head count of every department.",
-        lambda rows: "Head count by department: " + ", ".join(f"{r[0]} {r[1]}" for r in rows) + ".",
+        "Head count by department: {rows}.",
+        row="{0} {1}",
     ),
     HRTask(
         "Who is Dana Kim's manager?",
         (
             SQLStep(
-                "An employee's manager is the employee whose employee_id is their manager_id, so I join employees with itself.",
+                "An employee's manager is the employee whose employee_id is their manager_id, "
+                "so I join employees with itself.",
                 "SELECT m.first_name, m.last_name FROM employees e JOIN employees m ON e.manager_id = m.employee_id "
                 "WHERE e.first_name = 'Dana' AND e.last_name = 'Kim';",
             ),
         ),
         "The query returned the manager's name.",
-        lambda rows: f"Dana Kim's manager is {_names(rows)}.",
+        "Dana Kim's manager is {0} {1}.",
     ),
     HRTask(
         "How many leave requests are still pending?",
@@ -92,7 +138,7 @@ HR_TASKS: tuple[HRTask, ...] = (
             ),
         ),
         "The count of pending requests is in the result.",
-        lambda rows: f"There are {rows[0][0]} pending leave requests.",
+        "There are {0} pending leave requests.",
     ),
     HRTask(
         "What is the policy on sick leave?",
@@ -102,8 +148,8 @@ HR_TASKS: tuple[HRTask, ...] = (
                 "SELECT text FROM policies WHERE topic = 'sick leave';",
             ),
         ),
-        "I found the sick leave policy text.",
-        lambda rows: rows[0][0],
+        "I found the sick leave policy.",
+        "{0}",
     ),
     HRTask(
         "Where is the Engineering department located?",
@@ -114,7 +160,7 @@ HR_TASKS: tuple[HRTask, ...] = (
             ),
         ),
         "The location of Engineering is in the result.",
-        lambda rows: f"The Engineering department is in {rows[0][0]}.",
+        "The Engineering department is in {0}.",
     ),
     HRTask(
         "Which meeting rooms seat at least 10 people?",
@@ -125,24 +171,23 @@ HR_TASKS: tuple[HRTask, ...] = (
             ),
         ),
         "I have every room with a capacity of 10 or more.",
-        lambda rows: "Rooms for 10 or more: " + ", ".join(f"{r[0]} ({r[1]} seats)" for r in rows) + ".",
+        "Rooms for 10 or more people: {rows}.",
+        row="{0} ({1} seats)",
     ),
     HRTask(
         "Who has used the most vacation days this year?",
         (
             SQLStep(
-                "I sort the 2026 vacation balances by used days and keep everyone tied for the top.",
+                "I compare everyone's 2026 vacation balance with the highest used_days, "
+                "so that ties are all listed.",
                 "SELECT e.first_name, e.last_name, b.used_days FROM leave_balances b JOIN employees e USING (employee_id) "
                 "WHERE b.leave_type = 'vacation' AND b.year = 2026 AND b.used_days = (SELECT max(used_days) FROM leave_balances "
                 "WHERE leave_type = 'vacation' AND year = 2026) ORDER BY e.last_name;",
             ),
         ),
         "These employees used the most vacation days.",
-        lambda rows: (
-            f"{_names(rows)} used the most vacation days this year ({rows[0][2]} days each)."
-            if len(rows) > 1
-            else f"{_names(rows)} used the most vacation days this year ({rows[0][2]} days)."
-        ),
+        "The most vacation days used in 2026 is {2}, by {rows}.",
+        row="{0} {1}",
     ),
     HRTask(
         "When did Ben Ortiz join the company?",
@@ -153,7 +198,7 @@ HR_TASKS: tuple[HRTask, ...] = (
             ),
         ),
         "I found Ben Ortiz's hire date.",
-        lambda rows: f"Ben Ortiz joined on {rows[0][0]}.",
+        "Ben Ortiz joined on {0}.",
     ),
     HRTask(
         "Who works in the People department?",
@@ -169,7 +214,8 @@ HR_TASKS: tuple[HRTask, ...] = (
             ),
         ),
         "I have everyone in the People department.",
-        lambda rows: f"The People department has {len(rows)} employees: {_names(rows)}.",
+        "The People department has {count} employees: {rows}.",
+        row="{0} {1}",
     ),
     HRTask(
         "How many meetings are booked in the Granite room?",
@@ -185,37 +231,55 @@ HR_TASKS: tuple[HRTask, ...] = (
             ),
         ),
         "The count of meetings in Granite is in the result.",
-        lambda rows: f"{rows[0][0]} meetings are booked in the Granite room.",
+        "{0} meetings are booked in the Granite room.",
+    ),
+    HRTask(
+        "Which meetings is Ben Ortiz organizing?",
+        (
+            SQLStep(
+                "Meetings name their organizer by employee id, so I first find Ben Ortiz's employee_id.",
+                "SELECT employee_id FROM employees WHERE first_name = 'Ben' AND last_name = 'Ortiz';",
+                expect="[(21,)]",
+            ),
+            SQLStep(
+                "Ben Ortiz is employee 21. Now I list the meetings he organizes in time order.",
+                "SELECT title, start_time FROM meetings WHERE organizer_id = 21 ORDER BY start_time;",
+            ),
+        ),
+        "I have all of Ben Ortiz's meetings.",
+        "Ben Ortiz is organizing {count} meetings: {rows}.",
+        row="{0} on {1:%Y-%m-%d} at {1:%H:%M}",
     ),
     HRTask(
         "How many approved vacation requests does Dana Kim have?",
         (
             SQLStep(
-                "I count Dana Kim's approved vacation requests, but I first try a column name from memory.",
+                "I count Dana Kim's approved vacation requests by joining leave_requests with employees.",
                 "SELECT count(*) FROM leave_requests r JOIN employees e USING (employee_id) "
                 "WHERE e.name = 'Dana Kim' AND r.leave_type = 'vacation' AND r.status = 'approved';",
                 expect="error",
             ),
             SQLStep(
-                "There is no name column: employees has first_name and last_name. I fix the filter.",
+                "The employees table has no name column; names are split into first_name and last_name. "
+                "I fix the filter.",
                 "SELECT count(*) FROM leave_requests r JOIN employees e USING (employee_id) "
                 "WHERE e.first_name = 'Dana' AND e.last_name = 'Kim' AND r.leave_type = 'vacation' AND r.status = 'approved';",
             ),
         ),
         "The count of approved vacation requests is in the result.",
-        lambda rows: f"Dana Kim has {rows[0][0]} approved vacation requests.",
+        "Dana Kim has {0} approved vacation requests.",
     ),
     HRTask(
         "How many personal days does Ben Ortiz have left?",
         (
             SQLStep(
-                "Remaining personal days are entitled_days - used_days for leave_type 'personal'.",
+                "Remaining personal days are entitled_days - used_days for leave_type 'personal' in 2026.",
                 "SELECT b.entitled_days - b.used_days FROM leave_balances b JOIN employees e USING (employee_id) "
                 "WHERE e.first_name = 'Ben' AND e.last_name = 'Ortiz' AND b.leave_type = 'personal' AND b.year = 2026;",
             ),
         ),
         "The query returned Ben Ortiz's remaining personal days.",
-        lambda rows: f"Ben Ortiz has {rows[0][0]} personal days left in 2026.",
+        "Ben Ortiz has {0} personal days left in 2026.",
     ),
     HRTask(
         "Who are the two longest-serving employees?",
@@ -226,20 +290,30 @@ HR_TASKS: tuple[HRTask, ...] = (
             ),
         ),
         "I have the two earliest hires.",
-        lambda rows: (
-            f"The longest-serving employees are {rows[0][0]} {rows[0][1]} (since {rows[0][2]}) "
-            f"and {rows[1][0]} {rows[1][1]} (since {rows[1][2]})."
-        ),
+        "The longest-serving employees are {rows}.",
+        row="{0} {1} (since {2})",
     ),
     HRTask(
-        "How many unused vacation days can carry over to next year?",
+        "How many days a week can I work from home?",
         (
             SQLStep(
-                "The vacation policy says what carries over.",
-                "SELECT text FROM policies WHERE topic = 'vacation';",
+                "Working from home is covered by the remote work policy.",
+                "SELECT text FROM policies WHERE topic = 'remote work';",
             ),
         ),
-        "The vacation policy answers the question.",
-        lambda rows: "Up to 5 unused vacation days carry over; they expire on March 31. " + rows[0][0],
+        "The remote work policy answers the question.",
+        "{0}",
+    ),
+    HRTask(
+        "How many meetings is Dana Kim attending?",
+        (
+            SQLStep(
+                "Attendance is in meeting_attendees, which includes organizers; I join employees to find Dana Kim.",
+                "SELECT count(*) FROM meeting_attendees a JOIN employees e USING (employee_id) "
+                "WHERE e.first_name = 'Dana' AND e.last_name = 'Kim';",
+            ),
+        ),
+        "The result is the number of meetings Dana Kim attends.",
+        "Dana Kim is attending {0} meetings.",
     ),
 )

@@ -1,10 +1,13 @@
 """Mix agent trajectories with general chat at ratio η, as AgentTuning did.
 
 η is the agent share of training EXAMPLES. The paper writes the objective as
-η·L_agent + (1-η)·L_general; drawing η of the examples from the agent data gives the same objective
-in expectation, and it is what the released AgentLM mixture did (sampled conversations, not tokens).
+η·E_agent[log π(y|x)] + (1-η)·E_general[log π(y|x)], expectations over examples; drawing η of the
+examples from the agent data gives the same objective in expectation (the SFT recipe sums the
+loss over a step's tokens and divides by their count, a scale that does not favour either source),
+and it is what the released AgentLM mixture did: it sampled conversations, not tokens.
 With n agent examples, the mix takes round(n·(1-η)/η) general examples; when there are fewer, it
-samples them with replacement and the report says so. η = 1 is agent data only; η = 0 is general only.
+repeats them (sampling with replacement, spread evenly) and the report says so. η = 1 is agent
+data only; η = 0 is general only (all of it).
 
     python -m agentlm.data.mix --agent a.jsonl --general g.jsonl --eta 0.2 --seed 0 --out mix.jsonl
 """
@@ -37,7 +40,7 @@ class MixReport:
         out = [
             f"eta={self.eta} seed={self.seed}: {total} examples, agent share {share:.3f} "
             f"({self.agent_examples} agent, {self.general_examples} general of {self.general_available} available"
-            f"{', sampled with replacement' if self.general_with_replacement else ''})"
+            f"{', repeated: sampled with replacement' if self.general_with_replacement else ''})"
         ]
         for source, n in sorted(self.examples_by_source.items()):
             out.append(
@@ -64,7 +67,10 @@ def mix(
     else:
         chosen_agent, n_general = list(agent), round(len(agent) * (1 - eta) / eta)
     with_replacement = n_general > len(general)
-    chosen_general = rng.choices(general, k=n_general) if with_replacement else rng.sample(general, n_general)
+    # Short of general data, repeat it evenly (every example k or k+1 times) rather than drawing
+    # independently with replacement, which would leave some examples out and triple others.
+    repeats, rest = divmod(n_general, len(general)) if general else (0, 0)
+    chosen_general = list(general) * repeats + rng.sample(general, rest)
     mixture = chosen_agent + chosen_general
     rng.shuffle(mixture)
 

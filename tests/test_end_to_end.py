@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from importlib import resources
 from pathlib import Path
 
@@ -25,6 +22,7 @@ from openai import OpenAI
 from tiny import build_tiny_model
 
 from agentlm.data.formats import read_jsonl
+from agentlm.processes import free_port, start_server, stop
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTION = "How many vacation days does Dana Kim have left?"
@@ -32,12 +30,6 @@ GOLD_SQL = (
     "SELECT b.entitled_days - b.used_days FROM leave_balances b JOIN employees e USING (employee_id) "
     "WHERE e.first_name = 'Dana' AND e.last_name = 'Kim' AND b.leave_type = 'vacation' AND b.year = 2026"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _bundled(name: str) -> Path:
@@ -81,28 +73,10 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) ->
 
 @pytest.fixture(scope="module")
 def server(checkpoint: Path, env: dict[str, str], home: Path):
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agentlm.cli", "serve", "--model", str(checkpoint), "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stdout.read()
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    else:
-        pytest.fail("agentlm serve did not become healthy in 120 s")
-    yield base
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    port = free_port()
+    proc, _ = start_server(["--model", str(checkpoint)], port, env=env, timeout=120)
+    yield f"http://127.0.0.1:{port}"
+    stop(proc)
 
 
 def test_agent_answers_from_the_database_and_the_run_flows_back_into_training_data(

@@ -17,7 +17,6 @@ import logging
 import math
 import os
 import random
-import socket
 import time
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
@@ -29,6 +28,7 @@ import yaml
 from agentlm.data.formats import read_jsonl
 from agentlm.data.masks import IGNORE_INDEX, TokenizedExample, tokenize_conversation
 from agentlm.data.templates import get_template
+from agentlm.processes import free_port
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class SFTRecipe:
             ("MASTER_ADDR", "127.0.0.1"),
         ):
             os.environ.setdefault(key, value)
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         deepspeed.init_distributed(dist_backend=backend)
         self.rank = int(os.environ["RANK"])
@@ -217,6 +217,8 @@ class SFTRecipe:
     # ---- train -----------------------------------------------------------------------------
 
     def train(self) -> float:
+        import torch
+        import torch.distributed as dist
         from tqdm import tqdm
 
         cfg = self.cfg
@@ -226,17 +228,30 @@ class SFTRecipe:
         recent: list[float] = []
         started = time.perf_counter()
         for step in range(1, self.total_steps + 1):
-            step_loss = 0.0
-            for _ in range(cfg.grad_accum):
-                input_ids, attention_mask, labels = next(batches)
-                # HF's causal-LM loss: mean cross-entropy over the labels that are not -100.
-                loss = self.engine(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
-                self.engine.backward(loss)
+            micro_batches = [next(batches) for _ in range(cfg.grad_accum)]
+            # The step's loss is the mean over its trainable tokens on all ranks, so a long
+            # conversation weighs more than a short one whatever the batching. HF's default (a mean
+            # per micro batch, averaged again over accumulation and ranks) would weigh them equally.
+            n_tokens = sum((labels[:, 1:] != IGNORE_INDEX).sum() for _, _, labels in micro_batches)
+            dist.all_reduce(n_tokens)
+            step_loss = torch.zeros((), device=self.device)
+            for input_ids, attention_mask, labels in micro_batches:
+                # With num_items_in_batch, HF's causal-LM loss is this micro batch's summed
+                # cross-entropy divided by the step's token count.
+                loss = self.engine(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    labels=labels,
+                    num_items_in_batch=n_tokens,
+                ).loss
+                # DeepSpeed averages gradients over ranks; the per-rank sums must add up instead.
+                self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
                 self.engine.step()
-                step_loss += loss.item() / cfg.grad_accum
-            recent = (recent + [step_loss])[-cfg.log_every :]
+                step_loss += loss.detach()
+            dist.all_reduce(step_loss)
+            recent = (recent + [step_loss.item()])[-cfg.log_every :]
             progress.update(1)
-            progress.set_postfix(loss=f"{step_loss:.4f}", refresh=False)
+            progress.set_postfix(loss=f"{recent[-1]:.4f}", refresh=False)
             if self.rank == 0 and (step % cfg.log_every == 0 or step == self.total_steps):
                 lr = self.engine.get_lr()[0]
                 print(
@@ -322,12 +337,6 @@ def _cosine_with_warmup(warmup: int, total: int):
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _parse_set(items: list[str]) -> dict[str, Any]:

@@ -1,1 +1,1 @@
-"""TODO"""
+"""Tools the agent can call, each a langchain-core BaseTool."""

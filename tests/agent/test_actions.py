@@ -30,3 +30,18 @@ def test_operation_without_sql_block_and_unknown_action_are_invalid():
     assert isinstance(parse_db_reply("Action: Operation\nSELECT 1").action, InvalidAction)
     assert "Unknown action 'Dance'" in parse_db_reply("Action: Dance\n").action.hint
     assert isinstance(parse_db_reply("Action: Answer\nIt is 18").action, InvalidAction)
+
+
+def test_keywords_are_case_insensitive_and_thoughts_may_span_lines():
+    parsed = parse_db_reply("First I look.\nThen I count.\naction: operation\n```SQL\nSELECT 1;\n```")
+    assert parsed.thought == "First I look.\nThen I count."
+    assert parsed.action == ToolCall("sql", "SELECT 1;")
+
+
+def test_empty_sql_block_is_invalid():
+    assert isinstance(parse_db_reply("Action: Operation\n```sql\n\n```").action, InvalidAction)
+
+
+def test_the_first_action_line_decides():
+    parsed = parse_db_reply("Action: Answer\nFinal Answer: 3\nAction: Operation\n```sql\nSELECT 1;\n```")
+    assert isinstance(parsed.action, FinalAnswer) and parsed.action.text.startswith("3")

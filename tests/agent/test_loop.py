@@ -30,7 +30,7 @@ class ScriptedModel:
 @pytest.fixture(scope="module")
 def profile(tmp_path_factory):
     db = build_hr_database(tmp_path_factory.mktemp("loop") / "hr.duckdb")
-    return load_profile("hr-assistant").model_copy(update={"database": str(db)})
+    return load_profile("hr-assistant").with_database(db)
 
 
 def op(sql):
@@ -110,3 +110,25 @@ def test_the_tool_never_writes_whatever_the_model_asks(profile):
     profile.sql_tool.close()
     with duckdb.connect(profile.database, read_only=True) as conn:
         assert conn.execute("SELECT count(*) FROM employees").fetchone()[0] == 60
+
+
+def test_a_failing_tool_is_an_observation_not_a_crash(tmp_path):
+    missing = load_profile("hr-assistant").with_database(tmp_path / "missing.duckdb")
+    agent = Agent(ScriptedModel([]), missing)
+    observation, error = agent._call_tool("sql", "SELECT 1")
+    assert error == "tool_error" and observation.startswith("Error: FileNotFoundError:")
+    assert "agentlm data hr-db" in observation
+    assert agent._call_tool("shell", "ls")[0] == "Error: there is no tool 'shell'; use one of sql."
+
+
+def test_a_valid_action_resets_the_invalid_count(profile):
+    replies = ["?", "??", op(SQL), "???", "????", "Action: Answer\nFinal Answer: 12"]
+    traj = Agent(ScriptedModel(replies), profile).run("?")
+    assert traj.stop_reason == StopReason.ANSWER and traj.invalid_actions == 4
+
+
+def test_steps_stream_before_the_model_is_asked_again(profile):
+    model = ScriptedModel([op(SQL), "Action: Answer\nFinal Answer: 12"])
+    stream = Agent(model, profile).stream("?")
+    first = next(stream)
+    assert isinstance(first, ActionStep) and len(model.seen) == 1

@@ -77,3 +77,55 @@ def test_labels_cover_only_trainable_assistant_turns(tokenizer):
     )
     assert "Ok." in learnt_all and "Final Answer: 18" in learnt_all
     assert "instruction" not in learnt_all and "question" not in learnt_all
+
+
+def _bundled_conversations() -> list[Conversation]:
+    from agentlm.data.bundle import GENERAL_CHAT, HR_TRAJECTORIES, bundled_path
+    from agentlm.data.formats import read_jsonl
+
+    return read_jsonl(bundled_path(HR_TRAJECTORIES)) + read_jsonl(bundled_path(GENERAL_CHAT))
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_renderings_agree_on_every_bundled_conversation(name):
+    template = get_template(name)
+    jinja = jinja2.Environment().from_string(template.jinja)
+    for conv in _bundled_conversations():
+        messages = conv.messages()
+        assert "".join(s.text for s in template.render(conv.turns)) == jinja.render(
+            messages=messages, add_generation_prompt=False
+        ), conv.id
+        assert template.render_prompt(messages[:-1]) == jinja.render(
+            messages=messages[:-1], add_generation_prompt=True
+        ), conv.id
+
+
+def test_the_tokenizer_chat_template_serves_what_training_rendered(tokenizer):
+    # transformers renders with its own Jinja environment; the checkpoint's template must agree too.
+    for conv in _bundled_conversations()[:5]:
+        messages = conv.messages()[:-1]
+        served = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        assert served == get_template("llama-2").render_prompt(messages), conv.id
+
+
+def test_a_bundled_trajectory_learns_its_own_replies_only(tokenizer):
+    conv = _bundled_conversations()[0]  # hr-0001: instruction, "Ok." (loss false), question, replies
+    ex = tokenize_conversation(tokenizer, get_template("llama-2"), conv)
+    learnt = tokenizer.decode(
+        [t for t, lab in zip(ex.input_ids, ex.labels, strict=True) if lab != IGNORE_INDEX]
+    )
+    for turn in conv.turns:
+        if turn.role == "assistant" and turn.loss:
+            assert turn.content in learnt
+    assert "Ok." not in learnt and conv.turns[2].content not in learnt and "[/INST]" not in learnt
+    assert ex.trainable_tokens < len(ex.input_ids) // 2
+
+
+def test_gemma_masks_exclude_the_turn_openers(tokenizer):
+    conv = Conversation("g", [Turn("user", "question"), Turn("assistant", "Final Answer: 18")])
+    ex = tokenize_conversation(tokenizer, get_template("gemma"), conv)
+    learnt = tokenizer.decode(
+        [t for t, lab in zip(ex.input_ids, ex.labels, strict=True) if lab != IGNORE_INDEX]
+    )
+    assert "Final Answer: 18<end_of_turn>" in learnt
+    assert "question" not in learnt and "<start_of_turn>model" not in learnt

@@ -79,6 +79,45 @@ def test_recipe_masks_the_prompt_and_the_ok_turn(setup):
     )
     assert learnt.strip() == f"{FACTS[0][1]} </s>"
 
+    # Without the flag the recipe trains on every assistant turn, as FastChat does: "Ok." too.
+    recipe.cfg.honour_loss_flag = False
+    ex = recipe._load_examples()[0]
+    learnt = recipe.tokenizer.decode(
+        [t for t, lab in zip(ex.input_ids, ex.labels, strict=True) if lab != -100]
+    )
+    assert learnt.split() == ["Ok.", "</s>", *FACTS[0][1].split(), "</s>"]
+
+
+def _train_losses(data, base, out, batch_size, grad_accum):
+    result = subprocess.run(
+        [sys.executable, "-m", "agentlm.train.sft", "--config", "tiny", "--data", str(data), "--base-model", str(base),
+         "--output-dir", str(out), "--max-steps", "3", "--set", f"batch_size={batch_size}", f"grad_accum={grad_accum}",
+         "log_every=1", "lr=0.001", "warmup_ratio=0"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [float(x) for x in re.findall(r"^step \d+/3 loss ([0-9.]+)", result.stdout, re.M)]
+
+
+def test_loss_is_a_mean_over_tokens_whatever_the_batching(setup, tmp_path):
+    """A short and a long answer in one batch of 2, or as 2 accumulated micro batches of 1, train alike.
+
+    A mean per micro batch would weigh the 3-token answer like the 60-token one in the second case.
+    """
+    work, _, base = setup
+    data = tmp_path / "two.jsonl"
+    long_answer = " ".join(a for _, a in FACTS)
+    write_jsonl(
+        data,
+        [
+            Conversation("short", [Turn("user", FACTS[0][0]), Turn("assistant", "Yes.")]),
+            Conversation("long", [Turn("user", FACTS[1][0]), Turn("assistant", long_answer)]),
+        ],
+    )
+    together = _train_losses(data, base, tmp_path / "a", batch_size=2, grad_accum=1)
+    accumulated = _train_losses(data, base, tmp_path / "b", batch_size=1, grad_accum=2)
+    assert len(together) == 3 and together == pytest.approx(accumulated, rel=1e-4)
+
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
@@ -88,6 +127,8 @@ def test_recipe_masks_the_prompt_and_the_ok_turn(setup):
         ({"lr": 0}, "lr must be positive"),
         ({"template": "chatml"}, "unknown chat template"),
         ({"batch_size": 0}, "batch_size must be at least 1"),
+        ({"warmup_ratio": 1.5}, "warmup_ratio must be in"),
+        ({"max_steps": 0, "epochs": 0}, "set max_steps or epochs"),
     ],
 )
 def test_bad_config_values_are_named(setup, overrides, message):

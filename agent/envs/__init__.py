@@ -1,0 +1,1 @@
+"""Task environments with rewards (AgentBench DB and OS)."""
