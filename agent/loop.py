@@ -2,46 +2,103 @@
 
 ``Agent.stream(task)`` is a generator that yields each step as it happens and returns the finished
 ``Trajectory``; ``Agent.run(task)`` just drains it. Mistakes the model can recover from (a reply
-in the wrong format, a failing SQL statement) become observations and the loop goes on; a failing
+in the wrong format, a failing tool call) become observations and the loop goes on; a failing
 model endpoint ends the run with ``StopReason.ERROR``. Nothing prints here: the UI, the server
 and logging subscribe to the steps.
+
+An agent runs a ``Setup``: the protocol, the opening prompt, the task and the tools. Profiles
+(``profiles.py``) and task environments (``envs/``) both produce one. Three protocols:
+
+- ``db`` and ``os``: AgentBench's text protocols (``actions.py``), which AgentLM checkpoints speak;
+- ``tools``: OpenAI tool calling (``tools`` / ``tool_calls``) for models that support it; a reply
+  without a tool call is the final answer.
+
+Tool output is data, never instructions: it reaches the model only as the observation of a step.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from agentlm.agent.actions import FinalAnswer, InvalidAction, parse_db_reply
-from agentlm.agent.models import ChatModel, GenerationParams, ModelEndpointError
-from agentlm.agent.profiles import Profile
-from agentlm.agent.trajectory import ActionStep, FinalAnswerStep, Step, StopReason, Trajectory
+from agentlm.agent.actions import PARSERS, FinalAnswer, InvalidAction, ParsedReply, closest_action
+from agentlm.agent.models import (
+    ChatModel,
+    Completion,
+    ContextLengthError,
+    GenerationParams,
+    ModelEndpointError,
+)
+from agentlm.agent.trajectory import (
+    ActionStep,
+    ChatMessage,
+    FinalAnswerStep,
+    Step,
+    StopReason,
+    ToolCall,
+    Trajectory,
+)
 
 log = logging.getLogger(__name__)
+
+Protocol = Literal["db", "os", "tools"]
+
+
+@dataclass
+class Setup:
+    """Everything the agent loop needs to run one conversation."""
+
+    protocol: Protocol
+    prompt: list[ChatMessage]  # the opening messages before the task (instruction, "Ok.", 1-shot)
+    task: str  # the user's turn that states the task
+    tools: dict[str, BaseTool]
+    max_rounds: int
+    name: str = "agent"  # the profile id or environment task id the trajectory is filed under
+    metadata: dict[str, Any] = field(default_factory=dict)
+    owned_tools: list[BaseTool] = field(default_factory=list)  # made for this run; closed after it
+
+    def close(self) -> None:
+        for tool in self.owned_tools:
+            close = getattr(tool, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # closing must not hide the run's own outcome
+                    log.exception("closing tool %s failed", tool.name)
 
 
 @dataclass
 class AgentConfig:
-    max_rounds: int = 15  # AgentBench's database task allows 15
+    max_rounds: int | None = None  # None: the setup's (AgentBench: 15 for DB, 8 for OS)
     max_invalid: int = 3  # consecutive replies that fit no format before giving up
     max_repeats: int = 3  # the same reply this many times in a row is a repetitive failure
+    max_context_tokens: int | None = None  # stop before a round whose prompt would exceed this
+    max_seconds: float | None = None  # wall-clock budget for the whole run
     generation: GenerationParams | None = None
 
 
+def estimate_tokens(messages: list[ChatMessage]) -> int:
+    """A cheap upper-side estimate (about 3 characters per token) for budgeting, not billing."""
+    return sum(len(m.get("content") or "") + 8 for m in messages) // 3
+
+
 class Agent:
-    """Runs one profile's tools with one model."""
+    """Runs a setup (or a profile, for each task) with one model."""
 
-    def __init__(self, model: ChatModel, profile: Profile, config: AgentConfig | None = None):
+    def __init__(self, model: ChatModel, source: Any, config: AgentConfig | None = None):
+        """`source` is a ``Setup``, or anything with ``setup(task) -> Setup`` (a ``Profile``)."""
         self.model = model
-        self.profile = profile
-        self.config = config or AgentConfig(max_rounds=profile.max_rounds)
-        self.tools: dict[str, BaseTool] = profile.tools()
+        self.source = source
+        self.config = config or AgentConfig()
 
-    def run(self, task: str, trajectory_id: str | None = None) -> Trajectory:
+    def run(self, task: str | None = None, trajectory_id: str | None = None) -> Trajectory:
         stream = self.stream(task, trajectory_id)
         while True:
             try:
@@ -49,98 +106,178 @@ class Agent:
             except StopIteration as done:
                 return done.value
 
-    def stream(self, task: str, trajectory_id: str | None = None) -> Generator[Step, None, Trajectory]:
+    def _setup(self, task: str | None) -> Setup:
+        if isinstance(self.source, Setup):
+            if task is not None and task != self.source.task:
+                raise ValueError("this agent runs a fixed setup; pass no task or the setup's own")
+            return self.source
+        if task is None:
+            raise ValueError("give the task to run")
+        return self.source.setup(task)
+
+    def stream(
+        self, task: str | None = None, trajectory_id: str | None = None
+    ) -> Generator[Step, None, Trajectory]:
         """Yield each step as it happens; return the finished trajectory.
 
         `trajectory_id` lets a caller (the server) name the run before it starts.
         """
+        setup = self._setup(task)
         cfg = self.config
+        max_rounds = cfg.max_rounds or setup.max_rounds
         params = cfg.generation or GenerationParams()
         traj = Trajectory(
-            task=task,
-            profile=self.profile.id,
+            task=setup.task,
+            profile=setup.name,
             model=self.model.model_id,
-            prompt=self.profile.opening_messages(),
+            prompt=setup.prompt,
+            protocol=setup.protocol,
         )
         if trajectory_id:
             traj.id = trajectory_id
+        tool_specs = (
+            [convert_to_openai_tool(t) for t in setup.tools.values()] if setup.protocol == "tools" else None
+        )
         started = time.perf_counter()
         invalid_in_a_row = 0
-        for index in range(cfg.max_rounds):
-            t0 = time.perf_counter()
-            try:
-                completion = self.model.complete(traj.messages(), params)
-            except ModelEndpointError as e:
-                log.warning("trajectory %s: %s", traj.id, e)
-                traj.stop_reason, traj.error = StopReason.ERROR, str(e)
-                break
-            model_seconds = time.perf_counter() - t0
-            reply = completion.text.strip()
-            parsed = parse_db_reply(reply)
-            tokens = {
-                "prompt_tokens": completion.prompt_tokens,
-                "completion_tokens": completion.completion_tokens,
-            }
+        try:
+            for index in range(max_rounds):
+                messages = traj.messages()
+                if cfg.max_seconds is not None and time.perf_counter() - started > cfg.max_seconds:
+                    traj.stop_reason = StopReason.TIME_BUDGET
+                    break
+                if cfg.max_context_tokens is not None and (
+                    estimate_tokens(messages) + params.max_tokens > cfg.max_context_tokens
+                ):
+                    traj.stop_reason = StopReason.CONTEXT_BUDGET
+                    break
+                t0 = time.perf_counter()
+                try:
+                    completion = self.model.complete(messages, params, tools=tool_specs)
+                except ContextLengthError as e:
+                    traj.stop_reason, traj.error = StopReason.CONTEXT_BUDGET, str(e)
+                    break
+                except ModelEndpointError as e:
+                    log.warning("trajectory %s: %s", traj.id, e)
+                    traj.stop_reason, traj.error = StopReason.ERROR, str(e)
+                    break
+                model_seconds = time.perf_counter() - t0
+                parsed = self._parse(setup, completion)
+                reply = completion.text.strip()
+                tokens = {
+                    "prompt_tokens": completion.prompt_tokens,
+                    "completion_tokens": completion.completion_tokens,
+                }
+                repair = vars(parsed.repair) if parsed.repair else None
 
-            if isinstance(parsed.action, FinalAnswer):
-                step: Step = FinalAnswerStep(
-                    index, reply, parsed.thought, parsed.action.text, model_seconds=model_seconds, **tokens
-                )
+                if isinstance(parsed.action, FinalAnswer):
+                    step: Step = FinalAnswerStep(
+                        index,
+                        reply,
+                        parsed.thought,
+                        parsed.action.text,
+                        model_seconds=model_seconds,
+                        repair=repair,
+                        **tokens,
+                    )
+                    traj.steps.append(step)
+                    traj.final_answer, traj.stop_reason = parsed.action.text, StopReason.ANSWER
+                    yield step
+                    break
+
+                if isinstance(parsed.action, InvalidAction):
+                    invalid_in_a_row += 1
+                    step = ActionStep(
+                        index,
+                        reply,
+                        parsed.thought,
+                        None,
+                        parsed.action.hint,
+                        error="invalid_format",
+                        model_seconds=model_seconds,
+                        **tokens,
+                    )
+                else:
+                    invalid_in_a_row = 0
+                    call = parsed.action
+                    t1 = time.perf_counter()
+                    observation, error = self._call_tool(setup, call)
+                    step = ActionStep(
+                        index,
+                        reply,
+                        parsed.thought,
+                        call,
+                        observation,
+                        error=error,
+                        model_seconds=model_seconds,
+                        tool_seconds=time.perf_counter() - t1,
+                        repair=repair,
+                        **tokens,
+                    )
                 traj.steps.append(step)
-                traj.final_answer, traj.stop_reason = parsed.action.text, StopReason.ANSWER
                 yield step
-                break
 
-            if isinstance(parsed.action, InvalidAction):
-                invalid_in_a_row += 1
-                step = ActionStep(
-                    index,
-                    reply,
-                    parsed.thought,
-                    None,
-                    parsed.action.hint,
-                    error="invalid_format",
-                    model_seconds=model_seconds,
-                    **tokens,
-                )
+                if invalid_in_a_row >= cfg.max_invalid:
+                    traj.stop_reason = StopReason.INVALID_FORMAT
+                    break
+                recent = [_repeat_key(s) for s in traj.steps[-cfg.max_repeats :]]
+                if len(recent) == cfg.max_repeats and len(set(recent)) == 1:
+                    traj.stop_reason = StopReason.REPEATED_OUTPUT
+                    break
             else:
-                invalid_in_a_row = 0
-                call = parsed.action
-                t1 = time.perf_counter()
-                observation, error = self._call_tool(call.name, call.input)
-                step = ActionStep(
-                    index,
-                    reply,
-                    parsed.thought,
-                    call,
-                    observation,
-                    error=error,
-                    model_seconds=model_seconds,
-                    tool_seconds=time.perf_counter() - t1,
-                    **tokens,
-                )
-            traj.steps.append(step)
-            yield step
-
-            if invalid_in_a_row >= cfg.max_invalid:
-                traj.stop_reason = StopReason.INVALID_FORMAT
-                break
-            recent = [s.model_output for s in traj.steps[-cfg.max_repeats :]]
-            if len(recent) == cfg.max_repeats and len(set(recent)) == 1:
-                traj.stop_reason = StopReason.REPEATED_OUTPUT
-                break
-        else:
-            traj.stop_reason = StopReason.MAX_ROUNDS
-        traj.duration_seconds = time.perf_counter() - started
+                traj.stop_reason = StopReason.MAX_ROUNDS
+        finally:
+            traj.duration_seconds = time.perf_counter() - started
+            traj.pending_writes = _pending_writes(setup)
+            if traj.pending_writes:
+                traj.writes_status = "pending"
+            setup.close()
         return traj
 
-    def _call_tool(self, name: str, tool_input: str) -> tuple[str, str | None]:
-        tool = self.tools.get(name)
+    def _parse(self, setup: Setup, completion: Completion) -> ParsedReply:
+        if setup.protocol != "tools":
+            return PARSERS[setup.protocol](completion.text.strip())
+        text = completion.text.strip()
+        if not completion.tool_calls:
+            return ParsedReply(text, FinalAnswer(text))
+        # One call per round keeps the trajectory a plain ReAct sequence; extra calls are refused.
+        first = completion.tool_calls[0]
+        return ParsedReply(text, ToolCall(first["name"], first["arguments"], id=first["id"]))
+
+    def _call_tool(self, setup: Setup, call: ToolCall) -> tuple[str, str | None]:
+        tool = setup.tools.get(call.name)
         if tool is None:
-            return f"Error: there is no tool {name!r}; use one of {', '.join(self.tools)}.", "tool_error"
+            names = list(setup.tools)
+            hint = ""
+            if names:
+                closest, score, _ = closest_action(call.name, names, tokenize="char")
+                hint = f" Did you mean {closest!r}?" if score >= 30 else ""
+            return (
+                f"Error: there is no tool {call.name!r}; use one of {', '.join(names)}.{hint}",
+                "tool_error",
+            )
+        tool_input: Any = call.input
+        if call.id is not None:  # tool calling: the input is a JSON object of arguments
+            try:
+                tool_input = json.loads(call.input or "{}")
+            except json.JSONDecodeError as e:
+                return f"Error: the arguments are not valid JSON ({e.msg}); send a JSON object.", "tool_error"
         try:
             observation = str(tool.invoke(tool_input))
         except Exception as e:  # a tool's own failure is the model's observation, not a crash
-            log.warning("tool %s failed: %s", name, e)
+            log.warning("tool %s failed: %s", call.name, e)
             return f"Error: {type(e).__name__}: {e}", "tool_error"
         return observation, ("tool_error" if observation.startswith("Error:") else None)
+
+
+def _repeat_key(step: Step) -> str:
+    call = getattr(step, "tool_call", None)
+    return step.model_output + (f"\0{call.name}\0{call.input}" if call else "")
+
+
+def _pending_writes(setup: Setup) -> list[str]:
+    """Statements tools made to scratch copies, waiting for approval (the SQL tool in scratch mode)."""
+    pending: list[str] = []
+    for tool in setup.tools.values():
+        pending.extend(getattr(tool, "pending_writes", None) or [])
+    return pending

@@ -7,8 +7,8 @@ same small interface, so server-side agents skip an HTTP round trip.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from agentlm.agent.trajectory import ChatMessage
 
@@ -18,6 +18,8 @@ class Completion:
     text: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # Tool-calling protocol: [{"id", "name", "arguments" (a JSON string)}], in the model's order.
+    tool_calls: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -33,11 +35,22 @@ class GenerationParams:
 class ChatModel(Protocol):
     model_id: str
 
-    def complete(self, messages: list[ChatMessage], params: GenerationParams) -> Completion: ...
+    def complete(
+        self,
+        messages: list[ChatMessage],
+        params: GenerationParams,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> Completion:
+        """The model's reply; `tools` (OpenAI function specs) only in the tool-calling protocol."""
+        ...
 
 
 class ModelEndpointError(RuntimeError):
     """The model endpoint failed (unreachable, error status, timeout)."""
+
+
+class ContextLengthError(ModelEndpointError):
+    """The conversation no longer fits the model's context window."""
 
 
 class OpenAIChatModel:
@@ -49,9 +62,15 @@ class OpenAIChatModel:
         self.model_id = model_id
         self._client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=2)
 
-    def complete(self, messages: list[ChatMessage], params: GenerationParams) -> Completion:
+    def complete(
+        self,
+        messages: list[ChatMessage],
+        params: GenerationParams,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> Completion:
         import openai
 
+        extra: dict[str, Any] = {"tools": tools} if tools else {}
         try:
             response = self._client.chat.completions.create(
                 model=self.model_id,
@@ -61,12 +80,24 @@ class OpenAIChatModel:
                 top_p=params.top_p,
                 stop=params.stop,
                 seed=params.seed,
+                **extra,
             )
+        except openai.BadRequestError as e:
+            if "context" in str(e).lower() and ("length" in str(e).lower() or "window" in str(e).lower()):
+                raise ContextLengthError(f"model {self.model_id!r}: {e}") from e
+            raise ModelEndpointError(f"model {self.model_id!r} failed: {e}") from e
         except openai.OpenAIError as e:
             raise ModelEndpointError(f"model {self.model_id!r} failed: {e}") from e
         usage = response.usage
+        message = response.choices[0].message
+        calls = [
+            {"id": c.id, "name": c.function.name, "arguments": c.function.arguments or "{}"}
+            for c in (message.tool_calls or [])
+            if c.type == "function"
+        ]
         return Completion(
-            text=response.choices[0].message.content or "",
+            text=message.content or "",
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
+            tool_calls=calls,
         )

@@ -18,11 +18,13 @@ from enum import StrEnum
 from typing import Any, Literal, TypedDict
 
 
-class ChatMessage(TypedDict):
-    """One OpenAI-style chat message."""
+class ChatMessage(TypedDict, total=False):
+    """One OpenAI-style chat message (``tool_calls``/``tool_call_id`` only in the tool-calling protocol)."""
 
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
+    tool_calls: list[dict[str, Any]]
+    tool_call_id: str
 
 
 class StopReason(StrEnum):
@@ -32,15 +34,22 @@ class StopReason(StrEnum):
     MAX_ROUNDS = "max_rounds"  # the profile's round budget ran out
     REPEATED_OUTPUT = "repeated_output"  # the same reply several times in a row
     INVALID_FORMAT = "invalid_format"  # too many replies that fit no action format
+    CONTEXT_BUDGET = "context_budget"  # the conversation outgrew the model's context budget
+    TIME_BUDGET = "time_budget"  # the run's wall-clock budget ran out
     ERROR = "error"  # the model endpoint failed; see Trajectory.error
 
 
 @dataclass
 class ToolCall:
-    """An action the model asked for: a tool name and its single text argument."""
+    """An action the model asked for: a tool name and its argument.
+
+    In the text protocols `input` is the tool's single text argument (the SQL, the bash code). In
+    the OpenAI tool-calling protocol it is the JSON arguments string and `id` is the call's id.
+    """
 
     name: str
     input: str
+    id: str | None = None
 
 
 @dataclass
@@ -57,9 +66,21 @@ class ActionStep:
     tool_seconds: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    repair: dict[str, Any] | None = None  # a malformed action line fixed by BLEU: original, repaired, bleu
     kind: Literal["action"] = "action"
 
     def messages(self) -> list[ChatMessage]:
+        call = self.tool_call
+        if call is not None and call.id is not None:  # the OpenAI tool-calling protocol
+            function = {"name": call.name, "arguments": call.input}
+            return [
+                {
+                    "role": "assistant",
+                    "content": self.model_output,
+                    "tool_calls": [{"id": call.id, "type": "function", "function": function}],
+                },
+                {"role": "tool", "tool_call_id": call.id, "content": self.observation},
+            ]
         return [
             {"role": "assistant", "content": self.model_output},
             {"role": "user", "content": self.observation},
@@ -73,10 +94,11 @@ class FinalAnswerStep:
     index: int
     model_output: str
     thought: str
-    answer: str
+    answer: str | None  # None: the model finished without an answer (AgentBench OS "Act: finish")
     model_seconds: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    repair: dict[str, Any] | None = None
     kind: Literal["answer"] = "answer"
 
     def messages(self) -> list[ChatMessage]:
@@ -108,6 +130,7 @@ class Trajectory:
     profile: str  # agent profile id, e.g. "hr-assistant"
     model: str  # the model id the agent talked to
     prompt: list[ChatMessage]  # the opening messages, before the task
+    protocol: str = "db"  # "db" | "os" (AgentBench text protocols) | "tools" (OpenAI tool calling)
     steps: list[Step] = field(default_factory=list)
     final_answer: str | None = None
     stop_reason: StopReason | None = None
@@ -117,6 +140,9 @@ class Trajectory:
     id: str = field(default_factory=new_trajectory_id)
     created_at: float = field(default_factory=time.time)
     duration_seconds: float = 0.0
+    # Writes the agent made to its scratch copy of the database, waiting for a person's approval.
+    pending_writes: list[str] = field(default_factory=list)
+    writes_status: Literal["pending", "applied", "discarded"] | None = None
 
     def messages(self) -> list[ChatMessage]:
         """The conversation as the model saw it, ending with its latest reply."""

@@ -24,6 +24,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Build and export training data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+tasks_app = typer.Typer(help="Task environments with rewards (AgentBench DB and OS).", no_args_is_help=True)
+app.add_typer(tasks_app, name="tasks")
 
 DEFAULT_API = "http://127.0.0.1:8000/v1"
 ModelOpt = Annotated[
@@ -241,6 +243,50 @@ def data_hr_db(
 
     path = build_hr_database(out or home() / "hr.duckdb", seed)
     typer.echo(f"wrote {path}")
+
+
+@data_app.command("scheduling-db")
+def data_scheduling_db(
+    out: Annotated[Path | None, typer.Option(help="DuckDB file to write.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Build the sample scheduling database the scheduling assistant uses."""
+    from agentlm.data.scheduling import build_scheduling_database
+    from agentlm.paths import home
+
+    path = build_scheduling_database(out or home() / "scheduling.duckdb", seed)
+    typer.echo(f"wrote {path}")
+
+
+@tasks_app.command("verify")
+def tasks_verify(
+    file: Annotated[
+        Path, typer.Argument(help="A task file: AgentBench dbbench JSONL or os_interaction JSON.")
+    ],
+    env: Annotated[str | None, typer.Option(help="'db' or 'os' (default: from the file).")] = None,
+) -> None:
+    """Run every task's reference solution in its environment and print its reward.
+
+    The last line is `N/M passed`; tasks that cannot run here count as not passed and say why.
+    Data construction keeps only tasks whose reference solution passes its own evaluation. Exits
+    with 1 when a task that can run here fails.
+    """
+    from agentlm.agent.envs import TaskFileError, detect_environment, get_environment
+
+    try:
+        environment = get_environment(env or detect_environment(file))
+        tasks = environment.load(file)
+    except (TaskFileError, ValueError) as e:
+        _fail(str(e))
+    passed = failed = 0
+    for task, reward, note in environment.verify(tasks):
+        shown = "skip" if reward is None else f"{reward:.1f}"
+        passed += reward is not None and reward >= 1.0
+        failed += reward is not None and reward < 1.0
+        typer.echo(f"{task.id}\t{shown}" + (f"\t{note}" if note else ""))
+    typer.echo(f"{passed}/{len(tasks)} passed")
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command(

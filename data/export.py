@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentlm.data.formats import Conversation, conversation_from_trajectory, write_jsonl
+from agentlm.data.formats import Conversation, DataFormatError, conversation_from_trajectory, write_jsonl
 from agentlm.serve.store import TrajectoryStore
 
 
@@ -19,7 +19,7 @@ from agentlm.serve.store import TrajectoryStore
 class ExportReport:
     examined: int = 0  # trajectories in the store
     written: int = 0  # conversations written
-    skipped: int = 0  # not succeeded (and include_all off), or no steps to learn from
+    skipped: int = 0  # not succeeded (and include_all off), no steps to learn from, or tool-calling
 
 
 def export_trajectories(
@@ -34,7 +34,10 @@ def export_trajectories(
             if not traj.steps or not (include_all or traj.succeeded):
                 report.skipped += 1
                 continue
-            yield conversation_from_trajectory(traj, use_correction=use_corrections)
+            try:
+                yield conversation_from_trajectory(traj, use_correction=use_corrections)
+            except DataFormatError:
+                report.skipped += 1
 
     with TrajectoryStore(store_path, readonly=True) as store:
         report.written = write_jsonl(out_path, conversations(store))

@@ -125,9 +125,18 @@ def conversation_from_trajectory(traj: Trajectory, use_correction: bool = True) 
 
     The opening prompt's assistant turns ("Ok.", a 1-shot example) get ``loss: false``; the
     model's own replies ``loss: true``. When the user gave a corrected answer, the final reply
-    states it instead of the model's answer.
+    states it instead of the model's answer, in the run's protocol. A system message, if the run
+    had one, is dropped: AgentInstruct records carry none, the chat template supplies it.
+
+    Raises ``DataFormatError`` for tool-calling runs (``protocol: tools``), whose tool messages
+    have no AgentInstruct form.
     """
-    turns = [Turn(m["role"], m["content"], False if m["role"] == "assistant" else None) for m in traj.prompt]
+    if traj.protocol == "tools":
+        raise DataFormatError(
+            f"trajectory {traj.id}: tool-calling runs have no AgentInstruct form; export text-protocol runs"
+        )
+    prompt = [m for m in traj.prompt if m["role"] != "system"]
+    turns = [Turn(m["role"], m["content"], False if m["role"] == "assistant" else None) for m in prompt]
     turns.append(Turn("user", traj.task))
     for step in traj.steps:
         for m in step.messages():
@@ -135,6 +144,10 @@ def conversation_from_trajectory(traj: Trajectory, use_correction: bool = True) 
     fb = traj.feedback
     if use_correction and fb is not None and fb.corrected_answer and turns[-1].role == "assistant":
         thought = traj.steps[-1].thought if traj.steps else ""
-        lead = f"{thought}\n" if thought else ""
-        turns[-1] = Turn("assistant", f"{lead}Action: Answer\nFinal Answer: {fb.corrected_answer}", True)
+        if traj.protocol == "os":
+            reply = f"Think: {thought or 'I know the answer.'}\n\nAct: answer({fb.corrected_answer})"
+        else:
+            reply = f"{thought}\n" if thought else ""
+            reply += f"Action: Answer\nFinal Answer: {fb.corrected_answer}"
+        turns[-1] = Turn("assistant", reply, True)
     return Conversation(id=traj.id, turns=turns, source=f"trajectories/{traj.profile}")

@@ -45,7 +45,14 @@ class EngineChatModel:
         self._loop = loop
         self._cancelled = cancelled
 
-    def complete(self, messages: list[ChatMessage], params: GenerationParams) -> Completion:
+    def complete(
+        self, messages: list[ChatMessage], params: GenerationParams, tools: list[dict] | None = None
+    ) -> Completion:
+        if tools:
+            raise ModelEndpointError(
+                f"the served model {self.model_id!r} has no tool-calling support; give the profile "
+                "protocol: db, or serve a tool-calling model (vLLM with --enable-auto-tool-choice)"
+            )
         if self._cancelled.is_set():
             raise ModelEndpointError(CLIENT_GONE)
         request = GenerationRequest(

@@ -5,6 +5,7 @@
     POST /v1/chat/completions         chat with the model, or run an agent (stream or not)
     POST /v1/feedback                 thumbs up/down, comment, corrected answer for a run
     GET  /v1/trajectories[/{id}]      stored agent runs, newest first
+    POST /v1/trajectories/{id}/writes approve or discard the database changes a run is holding
 
 Engines are imported when ``create_app`` builds one, never at import time.
 """
@@ -32,6 +33,8 @@ from agentlm.serve.protocol import (
     FeedbackResponse,
     ModelList,
     TrajectoryList,
+    WritesRequest,
+    WritesResponse,
     random_id,
 )
 from agentlm.serve.serving import APIError, Serving
@@ -102,6 +105,11 @@ def trajectories(
 @v1.get("/trajectories/{trajectory_id}")
 def trajectory(trajectory_id: str, serving: ServingDep) -> dict[str, Any]:
     return serving.trajectory(trajectory_id)
+
+
+@v1.post("/trajectories/{trajectory_id}/writes")
+def writes(trajectory_id: str, body: WritesRequest, serving: ServingDep) -> WritesResponse:
+    return serving.decide_writes(trajectory_id, body)
 
 
 def _error(

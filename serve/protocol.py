@@ -187,7 +187,7 @@ class ChatCompletionChunk(BaseModel):
     choices: list[ChatCompletionStreamChoice]
     usage: UsageInfo | None = None
     # extension, agent runs only: {"trajectory_id", "step": step dict} per step, then
-    # {"trajectory_id", "stop_reason"} on the chunk that finishes the run
+    # {"trajectory_id", "stop_reason"[, "pending_writes"]} on the chunk that finishes the run
     agentlm: dict[str, Any] | None = None
 
 
@@ -211,6 +211,21 @@ class FeedbackRequest(BaseModel):
 class FeedbackResponse(BaseModel):
     trajectory_id: str
     status: Literal["recorded"] = "recorded"
+
+
+class WritesRequest(BaseModel):
+    """A person's decision on the database changes an agent run is holding (scratch-copy writes)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Literal["approve", "discard"]
+    approved_by: str = Field(default="api", min_length=1, max_length=200)  # who decided, for the log
+
+
+class WritesResponse(BaseModel):
+    trajectory_id: str
+    writes_status: Literal["applied", "discarded"]
+    statements: list[str]
 
 
 class TrajectoryList(BaseModel):

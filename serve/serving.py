@@ -10,6 +10,7 @@ extension field.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict
@@ -37,6 +38,8 @@ from agentlm.serve.protocol import (
     ModelList,
     TrajectoryList,
     UsageInfo,
+    WritesRequest,
+    WritesResponse,
     random_id,
 )
 from agentlm.serve.store import TrajectoryStore
@@ -99,6 +102,7 @@ class Serving:
         self.engine = engine
         self.store = store
         self.profiles = profiles
+        self._writes_lock = threading.Lock()  # one approval at a time: no change is applied twice
 
     # --- models ---------------------------------------------------------------------------------
 
@@ -257,7 +261,10 @@ class Serving:
                 else:
                     yield sse(chunk(DeltaMessage(), ext={"step": asdict(event)}))
             yield sse(chunk(DeltaMessage(content=agent_reply(traj))))
-            yield sse(chunk(DeltaMessage(), "stop", ext={"stop_reason": str(traj.stop_reason)}))
+            final = {"stop_reason": str(traj.stop_reason)}
+            if traj.pending_writes:
+                final["pending_writes"] = traj.pending_writes
+            yield sse(chunk(DeltaMessage(), "stop", ext=final))
             if request.stream_options and request.stream_options.include_usage:
                 yield sse(
                     ChatCompletionChunk(
@@ -285,6 +292,49 @@ class Serving:
         if not self.store.set_feedback(request.trajectory_id, feedback):
             raise _no_trajectory(request.trajectory_id, param="trajectory_id")
         return FeedbackResponse(trajectory_id=request.trajectory_id)
+
+    def decide_writes(self, trajectory_id: str, request: WritesRequest) -> WritesResponse:
+        """Apply (approve) or drop (discard) the database changes a run is holding."""
+        with self._writes_lock:
+            return self._decide_writes(trajectory_id, request)
+
+    def _decide_writes(self, trajectory_id: str, request: WritesRequest) -> WritesResponse:
+        traj = self.store.get(trajectory_id)
+        if traj is None:
+            raise _no_trajectory(trajectory_id)
+        if traj.writes_status != "pending":
+            state = traj.writes_status or "none"
+            raise APIError(
+                409,
+                f"trajectory {trajectory_id!r} has no pending database changes (changes: {state})",
+                type="invalid_request_error",
+                code="no_pending_writes",
+            )
+        profile = self.profiles.get(traj.profile)
+        if profile is None:
+            raise APIError(
+                409,
+                f"the run's profile {traj.profile!r} is not served here; start the server with it to apply its changes",
+                type="invalid_request_error",
+                code="profile_not_served",
+            )
+        if request.decision == "approve":
+            try:
+                report = profile.apply_writes(traj.pending_writes, approved_by=request.approved_by)
+            except Exception as e:
+                # Nothing was applied (the tool rolls back); the run keeps its pending changes.
+                raise APIError(
+                    409,
+                    f"the changes were not applied: {e}",
+                    type="invalid_request_error",
+                    code="writes_not_applied",
+                ) from e
+            log.info("trajectory %s: %s applied %s", trajectory_id, request.approved_by, report)
+        traj.writes_status = "applied" if request.decision == "approve" else "discarded"
+        self.store.save(traj, record_feedback=False)
+        return WritesResponse(
+            trajectory_id=trajectory_id, writes_status=traj.writes_status, statements=traj.pending_writes
+        )
 
     def trajectory(self, trajectory_id: str) -> dict[str, Any]:
         traj = self.store.get(trajectory_id)

@@ -29,5 +29,5 @@ class ServeSettings(BaseSettings):
     served_model_name: str | None = None  # the id clients use; default derived from `model`
     api_key: str | None = None  # None: no authentication
     store: Path = Field(default_factory=_default_store)
-    profiles: list[str] = ["hr-assistant"]
+    profiles: list[str] = ["hr-assistant", "scheduling-assistant"]
     num_threads: int | None = Field(default=None, ge=1)  # torch threads; None: the CPUs we may use

@@ -92,8 +92,11 @@ class TrajectoryStore:
                 f"{SCHEMA_VERSION}: upgrade AgentLM or point at another store"
             )
 
-    def save(self, traj: Trajectory) -> None:
-        """Insert or replace a trajectory (its feedback, if it carries one, is recorded too)."""
+    def save(self, traj: Trajectory, record_feedback: bool = True) -> None:
+        """Insert or replace a trajectory (its feedback, if it carries one, is recorded too).
+
+        `record_feedback=False` updates a stored run without recording its feedback again.
+        """
         with self._lock, self._conn:
             self._conn.execute(
                 "INSERT OR REPLACE INTO trajectories (id, profile, model, created_at, reward, rating, data) "
@@ -108,7 +111,7 @@ class TrajectoryStore:
                     traj.to_json(),
                 ),
             )
-            if traj.feedback is not None:
+            if traj.feedback is not None and record_feedback:
                 self._insert_feedback(traj.id, traj.feedback)
 
     def set_feedback(self, trajectory_id: str, feedback: Feedback) -> bool:

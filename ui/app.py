@@ -13,7 +13,8 @@ import streamlit as st
 
 from agentlm.ui.client import AgentLMClient, APIUnavailableError, ModelInfo
 
-TITLES = {"hr-assistant": "HR assistant"}  # friendlier names for the bundled profiles
+# Friendlier names for the bundled profiles.
+TITLES = {"hr-assistant": "HR assistant", "scheduling-assistant": "Scheduling assistant"}
 
 
 def render_step(step: dict[str, Any]) -> None:
@@ -31,6 +32,33 @@ def render_step(step: dict[str, Any]) -> None:
         st.error(step["observation"])
     else:
         st.code(step["observation"], language=None)
+
+
+def approval_form(message: dict[str, Any], index: int, client: AgentLMClient) -> None:
+    """Database changes the agent made on a scratch copy: they apply only if the user approves."""
+    pending = message.get("pending_writes") or []
+    if not pending or not message.get("trajectory_id"):
+        return
+    if message.get("writes_decision"):
+        st.caption(message["writes_decision"])
+        return
+    st.info("The assistant wants to make these changes. Nothing is saved until you approve.")
+    st.code("\n".join(pending), language="sql")
+    approve, discard = st.columns(2)
+    decision = None
+    if approve.button("Approve changes", key=f"approve-{index}", type="primary"):
+        decision = "approve"
+    if discard.button("Discard", key=f"discard-{index}"):
+        decision = "discard"
+    if decision is None:
+        return
+    try:
+        client.decide_writes(message["trajectory_id"], decision)
+    except APIUnavailableError as e:
+        st.error(str(e))
+        return
+    message["writes_decision"] = "Changes saved." if decision == "approve" else "Changes discarded."
+    st.rerun()
 
 
 def feedback_form(message: dict[str, Any], index: int, client: AgentLMClient) -> None:
@@ -60,7 +88,7 @@ def feedback_form(message: dict[str, Any], index: int, client: AgentLMClient) ->
 
 def run_agent(client: AgentLMClient, profile: str, question: str) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
-    answer, trajectory_id, stop_reason = "", None, None
+    answer, trajectory_id, stop_reason, pending = "", None, None, None
     with st.status("Working…", expanded=True) as status:
         for event in client.stream_agent(profile, question):
             if event.step is not None:
@@ -70,9 +98,16 @@ def run_agent(client: AgentLMClient, profile: str, question: str) -> dict[str, A
             answer += event.text
             trajectory_id = event.trajectory_id or trajectory_id
             stop_reason = event.stop_reason or stop_reason
+            pending = event.pending_writes or pending
         label = "Done" if stop_reason == "answer" else f"Stopped: {stop_reason or 'unknown'}"
         status.update(label=f"{label} ({len(steps)} steps)", state="complete", expanded=False)
-    return {"role": "assistant", "content": answer, "steps": steps, "trajectory_id": trajectory_id}
+    return {
+        "role": "assistant",
+        "content": answer,
+        "steps": steps,
+        "trajectory_id": trajectory_id,
+        "pending_writes": pending,
+    }
 
 
 def main() -> None:
@@ -113,6 +148,7 @@ def main() -> None:
                         render_step(step)
             st.markdown(message["content"] or "_(no answer)_")
             if message["role"] == "assistant":
+                approval_form(message, i, client)
                 feedback_form(message, i, client)
 
     question = st.chat_input("Ask a question")

@@ -37,6 +37,7 @@ class AgentEvent:
     text: str = ""  # answer text
     trajectory_id: str | None = None
     stop_reason: str | None = None
+    pending_writes: list[str] | None = None  # database changes waiting for the user's approval
 
 
 class AgentLMClient:
@@ -72,6 +73,7 @@ class AgentLMClient:
                     text=text,
                     trajectory_id=ext.get("trajectory_id"),
                     stop_reason=ext.get("stop_reason"),
+                    pending_writes=ext.get("pending_writes"),
                 )
         except (openai.APIConnectionError, openai.APIStatusError) as e:
             raise self._unavailable(e) from e
@@ -86,20 +88,36 @@ class AgentLMClient:
         except (openai.APIConnectionError, openai.APIStatusError) as e:
             raise self._unavailable(e) from e
 
-    def send_feedback(
-        self, trajectory_id: str, rating: int, comment: str = "", corrected_answer: str | None = None
-    ) -> None:
-        body = {"trajectory_id": trajectory_id, "rating": rating, "comment": comment}
-        if corrected_answer:
-            body["corrected_answer"] = corrected_answer
+    def decide_writes(self, trajectory_id: str, decision: str, approved_by: str = "ui") -> dict[str, Any]:
+        """Approve or discard the database changes a run is holding; returns the server's report."""
+        return self._post(
+            f"/trajectories/{trajectory_id}/writes",
+            {"decision": decision, "approved_by": approved_by},
+            what=f"the {decision} was not recorded",
+        )
+
+    def _post(self, path: str, body: dict[str, Any], what: str) -> dict[str, Any]:
         try:
             response = httpx.post(
-                f"{self.base_url}/feedback",
+                f"{self.base_url}{path}",
                 json=body,
                 headers={"Authorization": f"Bearer {self.api_key}"},
-                timeout=30,
+                timeout=60,
             )
         except httpx.HTTPError as e:
             raise self._unavailable(e) from e
         if response.status_code != 200:
-            raise APIUnavailableError(f"feedback was not recorded ({response.status_code}): {response.text}")
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text
+            raise APIUnavailableError(f"{what} ({response.status_code}): {message}")
+        return response.json()
+
+    def send_feedback(
+        self, trajectory_id: str, rating: int, comment: str = "", corrected_answer: str | None = None
+    ) -> None:
+        body: dict[str, Any] = {"trajectory_id": trajectory_id, "rating": rating, "comment": comment}
+        if corrected_answer:
+            body["corrected_answer"] = corrected_answer
+        self._post("/feedback", body, what="feedback was not recorded")

@@ -1,1 +1,46 @@
-"""Task environments with rewards (AgentBench DB and OS)."""
+"""Task environments with rewards: AgentBench's database (``db``) and operating-system (``os``) tasks."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+from agentlm.agent.envs.base import Environment, TaskFileError
+
+ENVIRONMENTS = {
+    "db": "agentlm.agent.envs.db:DBEnvironment",
+    "os": "agentlm.agent.envs.os:OSEnvironment",
+}
+
+
+def get_environment(name: str) -> Environment:
+    if name not in ENVIRONMENTS:
+        raise ValueError(f"no environment {name!r}: use one of {', '.join(ENVIRONMENTS)}")
+    module, _, cls = ENVIRONMENTS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)()
+
+
+def detect_environment(path: str | Path) -> str:
+    """Which environment a task file is for, from its first record (dbbench records have a table)."""
+    path = Path(path)
+    try:
+        with path.open(encoding="utf-8") as f:
+            text = f.read(1 << 20).lstrip()
+    except OSError as e:
+        raise TaskFileError(f"{path}: cannot read the task file ({e.strerror})") from e
+    try:
+        if text.startswith("["):
+            first = json.loads(path.read_text(encoding="utf-8"))[0]
+        else:
+            first = json.loads(text.splitlines()[0])
+    except (ValueError, IndexError) as e:
+        raise TaskFileError(f"{path}: not a JSON list or JSONL file of tasks ({e})") from e
+    if isinstance(first, dict) and "table" in first:
+        return "db"
+    if isinstance(first, dict) and "evaluation" in first:
+        return "os"
+    raise TaskFileError(
+        f"{path}: the first task has neither 'table' (AgentBench dbbench) nor 'evaluation' "
+        "(AgentBench os_interaction); pass --env db or --env os"
+    )

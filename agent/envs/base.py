@@ -15,15 +15,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from langchain_core.tools import BaseTool
+from agentlm.agent.loop import Protocol, Setup
 
-from agentlm.agent.trajectory import ChatMessage
-
-Protocol = Literal["db", "os", "tools"]
+__all__ = ["EnvTask", "Environment", "Episode", "Protocol", "Setup", "TaskFileError"]
 
 
 class TaskFileError(ValueError):
@@ -36,18 +34,6 @@ class EnvTask:
     description: str
     raw: dict[str, Any]  # the record as the file has it
     unsupported: str | None = None  # why this task cannot run here, when it cannot
-
-
-@dataclass
-class Setup:
-    """Everything the agent loop needs to run one conversation."""
-
-    protocol: Protocol
-    prompt: list[ChatMessage]  # the opening messages before the task (instruction, "Ok.", 1-shot)
-    task: str  # the user's turn that states the task
-    tools: dict[str, BaseTool]
-    max_rounds: int
-    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 class Episode(ABC):

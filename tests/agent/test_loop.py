@@ -3,10 +3,10 @@
 import duckdb
 import pytest
 
-from agentlm.agent.loop import Agent, AgentConfig
+from agentlm.agent.loop import Agent, AgentConfig, Setup
 from agentlm.agent.models import Completion, ModelEndpointError
 from agentlm.agent.profiles import load_profile
-from agentlm.agent.trajectory import ActionStep, FinalAnswerStep, StopReason, Trajectory
+from agentlm.agent.trajectory import ActionStep, FinalAnswerStep, StopReason, ToolCall, Trajectory
 from agentlm.data.hr import build_hr_database
 
 SQL = "SELECT count(*) FROM employees WHERE department_id = 5;"
@@ -19,7 +19,7 @@ class ScriptedModel:
         self.replies = list(replies)
         self.seen = []
 
-    def complete(self, messages, params):
+    def complete(self, messages, params, tools=None):
         self.seen.append(list(messages))
         reply = self.replies.pop(0)
         if isinstance(reply, Exception):
@@ -45,10 +45,13 @@ def test_a_run_queries_then_answers_and_records_everything(profile):
     assert [type(s) for s in steps] == [ActionStep, FinalAnswerStep]
     assert steps[0].tool_call.input == SQL and steps[0].observation == "[(12,)]"
     assert traj.final_answer == "12 people." and traj.stop_reason == StopReason.ANSWER
-    # The model saw the instruction with the schema, "Ok.", the task, then its own step and the result.
+    # The model saw the instruction with the schema, "Ok.", the 1-shot example, the task, then its
+    # own step and the result.
     second = model.seen[1]
     assert "CREATE TABLE employees" in second[0]["content"] and second[1]["content"] == "Ok."
-    assert second[2]["content"] == "How many people work in People?"
+    shot = len(profile.one_shot)
+    assert second[2 : 2 + shot] == profile.one_shot
+    assert second[2 + shot]["content"] == "How many people work in People?"
     assert second[-1] == {"role": "user", "content": "[(12,)]"}
 
 
@@ -115,10 +118,16 @@ def test_the_tool_never_writes_whatever_the_model_asks(profile):
 def test_a_failing_tool_is_an_observation_not_a_crash(tmp_path):
     missing = load_profile("hr-assistant").with_database(tmp_path / "missing.duckdb")
     agent = Agent(ScriptedModel([]), missing)
-    observation, error = agent._call_tool("sql", "SELECT 1")
+    setup = Setup("db", [], "?", {"sql": missing.sql_tool}, 15)
+    observation, error = agent._call_tool(setup, ToolCall("sql", "SELECT 1"))
     assert error == "tool_error" and observation.startswith("Error: FileNotFoundError:")
     assert "agentlm data hr-db" in observation
-    assert agent._call_tool("shell", "ls")[0] == "Error: there is no tool 'shell'; use one of sql."
+    assert (
+        agent._call_tool(setup, ToolCall("shell", "ls"))[0]
+        == "Error: there is no tool 'shell'; use one of sql."
+    )
+    # A near miss of a tool name gets a suggestion.
+    assert "Did you mean 'sql'?" in agent._call_tool(setup, ToolCall("sqll", "SELECT 1"))[0]
 
 
 def test_a_valid_action_resets_the_invalid_count(profile):

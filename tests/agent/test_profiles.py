@@ -1,7 +1,10 @@
 import pytest
 
+from agentlm.agent.actions import PARSERS, FinalAnswer
 from agentlm.agent.profiles import ProfileError, available_profiles, load_profile
+from agentlm.agent.trajectory import ToolCall
 from agentlm.data.hr import build_hr_database
+from agentlm.data.scheduling import build_scheduling_database
 
 
 def test_bundled_profiles_load_with_their_required_parts():
@@ -33,10 +36,11 @@ def db(tmp_path_factory):
 def test_opening_messages_are_the_instruction_with_the_schema_then_ok(db):
     profile = load_profile("hr-assistant").with_database(db)
     try:
-        instruction, ok = profile.opening_messages()
+        instruction, ok, *shot = profile.opening_messages()
     finally:
         profile.sql_tool.close()
     assert instruction["role"] == "user" and ok == {"role": "assistant", "content": "Ok."}
+    assert shot == profile.one_shot and shot[0]["role"] == "user" and shot[-1]["role"] == "assistant"
     assert (
         "{schema}" not in instruction["content"] and instruction["content"] == instruction["content"].rstrip()
     )
@@ -70,3 +74,82 @@ def test_a_profile_file_with_a_database_path(tmp_path, db):
         assert profile.opening_messages()[0]["content"].startswith("Tables: CREATE TABLE departments")
     finally:
         profile.sql_tool.close()
+
+
+@pytest.mark.parametrize("name", available_profiles())
+def test_one_shot_observations_are_what_the_sample_database_returns(name, tmp_path):
+    """The worked example must not teach the model a result the database would not give."""
+    profile = load_profile(name)
+    assert profile.one_shot, f"{name} needs a 1-shot example"
+    build = {"hr": build_hr_database, "scheduling": build_scheduling_database}[profile.database]
+    profile = profile.with_database(build(tmp_path / f"{profile.database}.duckdb"))
+    parse = PARSERS[profile.protocol]
+    try:
+        shot = profile.one_shot
+        for reply, observation in zip(shot[1::2], shot[2::2], strict=False):
+            action = parse(reply["content"], repair=False).action
+            assert isinstance(action, ToolCall), reply["content"]
+            assert observation["content"] == profile.sql_tool.invoke(action.input)
+        assert isinstance(parse(shot[-1]["content"], repair=False).action, FinalAnswer)
+    finally:
+        profile.sql_tool.close()
+
+
+def test_the_scheduling_profile_writes_to_scratch_copies_per_run(tmp_path, db):
+    profile = load_profile("scheduling-assistant").with_database(
+        build_scheduling_database(tmp_path / "s.duckdb")
+    )
+    try:
+        first, second = profile.setup("a"), profile.setup("b")
+        assert first.tools["sql"] is not second.tools["sql"]  # runs never share pending writes
+        assert first.owned_tools == [first.tools["sql"]] and first.tools["sql"].writes == "scratch"
+        first.close()
+        second.close()
+        hr = load_profile("hr-assistant").with_database(db)
+        setup = hr.setup("c")
+        assert setup.tools["sql"] is hr.sql_tool and setup.owned_tools == []  # read-only, shared
+        hr.sql_tool.close()
+    finally:
+        profile.sql_tool.close()
+
+
+def test_a_langchain_tool_plugs_in_by_import_path(tmp_path, db):
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        f"id: calc\ntitle: Calc\ndescription: d\nprotocol: tools\ndatabase: {db}\n"
+        "instruction: 'Tables: {schema}'\ntools: [sql, 'langchain_core.tools:tool']\n"
+    )
+    with pytest.raises(ProfileError, match="not a langchain-core BaseTool"):
+        load_profile(str(path)).setup("x")
+    tools_module = tmp_path / "my_tools.py"
+    tools_module.write_text(
+        "from langchain_core.tools import tool\n\n@tool\ndef add(a: int, b: int) -> int:\n"
+        '    """Add two integers."""\n    return a + b\n'
+    )
+    path.write_text(path.read_text().replace("langchain_core.tools:tool", "my_tools:add"))
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        profile = load_profile(str(path))
+        setup = profile.setup("x")
+        assert set(setup.tools) == {"sql", "add"} and setup.tools["add"].invoke({"a": 2, "b": 3}) == 5
+        profile.sql_tool.close()
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("tools: [sql, bash]\n", "protocol: db speaks SQL only"),
+        ("protocol: tools\ntools: [sql, telnet]\n", "unknown tool 'telnet'"),
+        ("one_shot: [{role: assistant, content: hi}]\n", "one_shot must start with the user"),
+        ("writes: always\n", "writes"),
+    ],
+)
+def test_profile_mistakes_are_named(tmp_path, db, extra, message):
+    path = tmp_path / "p.yaml"
+    path.write_text(f"id: x\ntitle: X\ndescription: d\ndatabase: {db}\ninstruction: i\n{extra}")
+    with pytest.raises(ProfileError, match=message):
+        load_profile(str(path))

@@ -29,7 +29,7 @@ def greedy(client: OpenAI, model: str, **kw) -> tuple[str, object]:
 
 def test_models_lists_the_base_model_and_the_agents(client: OpenAI, server) -> None:
     models = {m.id: m for m in client.models.list()}
-    assert set(models) == {server.model_id, "hr-assistant"}
+    assert set(models) == {server.model_id, "hr-assistant", "scheduling-assistant"}
     assert models["hr-assistant"].owned_by == "agentlm-agent"
     assert models["hr-assistant"].model_extra["agent"]["title"] == "HR assistant"
     assert models[server.model_id].owned_by == "agentlm"
@@ -251,7 +251,8 @@ def test_remote_engine_forwards_to_an_openai_compatible_server(client: OpenAI, s
     )
     text, direct = greedy(client, server.model_id, max_tokens=6)
     with TestClient(create_app(settings)) as http:
-        assert [m["id"] for m in http.get("/v1/models").json()["data"]] == ["teacher", "hr-assistant"]
+        ids = [m["id"] for m in http.get("/v1/models").json()["data"]]
+        assert ids == ["teacher", "hr-assistant", "scheduling-assistant"]
         body = {"model": "teacher", "messages": HELLO, "max_tokens": 6, "temperature": 0}
         reply = http.post("/v1/chat/completions", json=body).json()
         assert reply["choices"][0]["message"]["content"] == text
