@@ -52,6 +52,9 @@ class Profile(BaseModel):
     one_shot: list[dict[Literal["role", "content"], str]] = Field(default_factory=list)
     tools: list[str] = Field(default_factory=lambda: ["sql"])  # built-in names or "module:attribute"
     writes: Literal["deny", "scratch"] = "deny"
+    # None: the checkpoint's chat template supplies its system prompt (AgentLM's model card prompt);
+    # "": an empty system message, which renders no system block (AgentBench's harness sent none).
+    system_prompt: str | None = None
 
     def model_post_init(self, _: object) -> None:
         if self.protocol == "db" and self.tools != ["sql"]:
@@ -158,7 +161,11 @@ class Profile(BaseModel):
     def opening_messages(self) -> list[ChatMessage]:
         """The instruction, the assistant's "Ok." (as AgentBench's database task opens), the 1-shot."""
         instruction = self.instruction.replace("{schema}", self.sql_tool.schema()).rstrip()
+        system: list[ChatMessage] = (
+            [] if self.system_prompt is None else [{"role": "system", "content": self.system_prompt}]
+        )
         return [
+            *system,
             {"role": "user", "content": instruction},
             {"role": "assistant", "content": "Ok."},
             *({"role": m["role"], "content": m["content"]} for m in self.one_shot),

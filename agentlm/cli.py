@@ -264,6 +264,10 @@ def tasks_verify(
         Path, typer.Argument(help="A task file: AgentBench dbbench JSONL or os_interaction JSON.")
     ],
     env: Annotated[str | None, typer.Option(help="'db' or 'os' (default: from the file).")] = None,
+    script_dir: Annotated[
+        Path | None,
+        typer.Option(help="OS tasks: a folder with AgentBench's check/, example/ and init/ scripts."),
+    ] = None,
 ) -> None:
     """Run every task's reference solution in its environment and print its reward.
 
@@ -274,7 +278,10 @@ def tasks_verify(
     from agentlm.agent.envs import TaskFileError, detect_environment, get_environment
 
     try:
-        environment = get_environment(env or detect_environment(file))
+        name = env or detect_environment(file)
+        if script_dir is not None and name != "os":
+            _fail("--script-dir is for OS task files")
+        environment = get_environment(name, **({"script_dir": script_dir} if script_dir else {}))
         tasks = environment.load(file)
     except (TaskFileError, ValueError) as e:
         _fail(str(e))

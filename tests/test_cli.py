@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +13,7 @@ def agentlm(*args, env=None):
 
 def test_help_lists_every_subcommand():
     out = agentlm("--help").stdout
-    for command in ("up", "serve", "ui", "chat", "data", "train"):
+    for command in ("up", "serve", "ui", "chat", "data", "train", "tasks"):
         assert f" {command} " in out
 
 
@@ -49,3 +50,43 @@ def test_chat_without_a_server_names_the_url(command):
         and "http://127.0.0.1:9/v1" in result.stderr
         and "agentlm serve" in result.stderr
     )
+
+
+AGENTBENCH = Path(__file__).resolve().parents[2] / "shared" / "agentbench"
+
+
+def test_tasks_verify_scores_each_reference_and_ends_with_the_tally(tmp_path):
+    dev = AGENTBENCH / "dbbench_dev.jsonl"
+    result = agentlm("tasks", "verify", str(dev))
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1] == "46/60 passed"
+    rows = dict(line.split("\t")[:2] for line in lines[:-1])
+    assert len(rows) == 60 and rows["dbbench_dev-00020"] == "1.0"
+    assert sum(v == "skip" for v in rows.values()) == 9  # cannot run here; each line says why
+    # Some runnable references miss their own labels: the exit status says so, for scripts.
+    assert result.returncode == 1
+    # Keeping only the passing tasks gives a file that verifies clean: the data-construction filter.
+    kept = [
+        line
+        for line, row in zip(dev.read_text().splitlines(), lines[:-1], strict=True)
+        if row.split("\t")[1] == "1.0"
+    ]
+    (tmp_path / "kept.jsonl").write_text("\n".join(kept) + "\n")
+    clean = agentlm("tasks", "verify", str(tmp_path / "kept.jsonl"))
+    assert clean.returncode == 0 and clean.stdout.strip().splitlines()[-1] == "46/46 passed"
+
+
+def test_tasks_verify_names_a_file_it_cannot_read(tmp_path):
+    (tmp_path / "x.json").write_text('[{"question": 1}]')
+    result = agentlm("tasks", "verify", str(tmp_path / "x.json"))
+    assert result.returncode == 2 and "pass --env db or --env os" in result.stderr
+
+
+def test_tasks_verify_runs_os_references_in_the_sandbox():
+    result = agentlm("tasks", "verify", str(AGENTBENCH / "os_dev.json"))
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1] == "19/26 passed" and result.returncode == 0  # the 7 others cannot run here
+    skipped = [line for line in lines if "\tskip\t" in line]
+    assert len(skipped) == 7 and all("useradd" in s or "not shipped" in s for s in skipped)
+    wrong = agentlm("tasks", "verify", str(AGENTBENCH / "os_dev.json"), "--env", "db", "--script-dir", ".")
+    assert wrong.returncode == 2 and "--script-dir is for OS task files" in wrong.stderr

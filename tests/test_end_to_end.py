@@ -21,6 +21,7 @@ import pytest
 from openai import OpenAI
 from tiny import build_tiny_model
 
+from agentlm.agent.profiles import load_profile
 from agentlm.data.formats import read_jsonl
 from agentlm.processes import free_port, start_server, stop
 
@@ -125,7 +126,9 @@ def test_agent_answers_from_the_database_and_the_run_flows_back_into_training_da
     mine = [r for r in records if r["id"] == trajectory_id]
     assert len(mine) == 1
     turns = mine[0]["conversations"]
-    assert turns[2] == {"from": "human", "loss": None, "value": QUESTION}
+    question_turn = 2 + len(load_profile("hr-assistant").one_shot)  # instruction, "Ok.", 1-shot, question
+    assert turns[question_turn] == {"from": "human", "loss": None, "value": QUESTION}
+    assert all(t["loss"] is not True for t in turns[:question_turn])  # the 1-shot is never trained on
     assert turns[-1]["from"] == "gpt" and turns[-1]["loss"] is True and str(expected) in turns[-1]["value"]
 
 

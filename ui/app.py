@@ -18,14 +18,19 @@ TITLES = {"hr-assistant": "HR assistant", "scheduling-assistant": "Scheduling as
 
 
 def render_step(step: dict[str, Any]) -> None:
-    """One agent step: its thought, the SQL it ran, and what came back."""
+    """One agent step: its thought, the tool call it made (SQL, bash, ...), and what came back."""
     if step.get("thought"):
         st.markdown(f"**Thought:** {step['thought']}")
+    repair = step.get("repair")
+    if repair:
+        st.caption(
+            f"Malformed action `{repair['original']}` read as `{repair['repaired']}` (BLEU {repair['bleu']})"
+        )
     if step.get("kind") == "answer":
         return
     call = step.get("tool_call")
     if call:
-        st.code(call["input"], language="sql" if call["name"] == "sql" else None)
+        st.code(call["input"], language={"sql": "sql", "bash": "bash"}.get(call["name"]))
     if step.get("error") == "invalid_format":
         st.warning(f"The reply did not fit the action format:\n\n{step['model_output']}")
     elif step.get("error"):

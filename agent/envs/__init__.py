@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 from pathlib import Path
+from typing import Any
 
 from agentlm.agent.envs.base import Environment, TaskFileError
 
@@ -14,11 +15,12 @@ ENVIRONMENTS = {
 }
 
 
-def get_environment(name: str) -> Environment:
+def get_environment(name: str, **options: Any) -> Environment:
+    """The environment `name` ("db", "os"), built with `options` (e.g. the OS scripts' folder)."""
     if name not in ENVIRONMENTS:
         raise ValueError(f"no environment {name!r}: use one of {', '.join(ENVIRONMENTS)}")
     module, _, cls = ENVIRONMENTS[name].partition(":")
-    return getattr(importlib.import_module(module), cls)()
+    return getattr(importlib.import_module(module), cls)(**options)
 
 
 def detect_environment(path: str | Path) -> str:

@@ -242,8 +242,8 @@ class SQLTool(BaseTool):
             if self._conn is None:
                 if not Path(self.database).is_file():
                     raise FileNotFoundError(
-                        f"database {self.database} does not exist; build the sample with "
-                        "`agentlm data hr-db` or point the profile at an existing DuckDB file"
+                        f"database {self.database} does not exist; build a sample with `agentlm data hr-db` "
+                        "or `agentlm data scheduling-db`, or point the profile at an existing DuckDB file"
                     )
                 self._conn = duckdb.connect(str(self.database), read_only=True, config=CONNECTION_CONFIG)
             return self._conn

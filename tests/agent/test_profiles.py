@@ -153,3 +153,24 @@ def test_profile_mistakes_are_named(tmp_path, db, extra, message):
     path.write_text(f"id: x\ntitle: X\ndescription: d\ndatabase: {db}\ninstruction: i\n{extra}")
     with pytest.raises(ProfileError, match=message):
         load_profile(str(path))
+
+
+def test_the_system_prompt_is_a_setting_rendered_by_the_checkpoints_template(db):
+    from agentlm.data.templates import AGENTLM_SYSTEM_PROMPT, get_template
+
+    llama2 = get_template("llama-2")
+    base = load_profile("hr-assistant").with_database(db)
+    try:
+        default = base.opening_messages()
+        assert default[0]["role"] == "user"  # unset: the template supplies the model card's prompt
+        assert AGENTLM_SYSTEM_PROMPT in llama2.render_prompt(default)
+        for setting, shown in (("", None), ("Answer in French.", "Answer in French.")):
+            profile = base.model_validate({**base.model_dump(), "system_prompt": setting})
+            opening = profile.opening_messages()
+            assert opening[0] == {"role": "system", "content": setting} and opening[1:] == default
+            rendered = llama2.render_prompt(opening)
+            assert AGENTLM_SYSTEM_PROMPT not in rendered
+            assert ("<<SYS>>" in rendered) == (shown is not None)
+            profile.sql_tool.close()
+    finally:
+        base.sql_tool.close()
