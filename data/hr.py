@@ -229,7 +229,7 @@ def _workdays(start: dt.date, days: int) -> dt.date:
     return d
 
 
-def _rows(seed: int) -> dict[str, list[tuple]]:
+def company_rows(seed: int) -> dict[str, list[tuple]]:
     rng = random.Random(seed)
     departments = [(i + 1, name, loc) for i, (name, loc) in enumerate(DEPARTMENTS)]
     dept_id = {name: i for i, name, _ in departments}
@@ -305,20 +305,25 @@ def _rows(seed: int) -> dict[str, list[tuple]]:
     }
 
 
-def build_hr_database(path: str | Path, seed: int = 0) -> Path:
-    """Write the sample HR database to `path` (replacing it atomically) and return the path."""
+def write_database(path: str | Path, schema: str, rows: dict[str, list[tuple]]) -> Path:
+    """Create a DuckDB file at `path` from `schema` and each table's rows, replacing it atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     with duckdb.connect(str(tmp)) as conn:
-        conn.execute(SCHEMA)
-        for table, rows in _rows(seed).items():
-            placeholders = ", ".join("?" * len(rows[0]))
-            conn.executemany(f"INSERT INTO {table} VALUES ({placeholders})", rows)
+        conn.execute(schema)
+        for table, table_rows in rows.items():
+            placeholders = ", ".join("?" * len(table_rows[0]))
+            conn.executemany(f"INSERT INTO {table} VALUES ({placeholders})", table_rows)
         conn.execute("CHECKPOINT")
     os.replace(tmp, path)
     return path
+
+
+def build_hr_database(path: str | Path, seed: int = 0) -> Path:
+    """Write the sample HR database to `path` (replacing it atomically) and return the path."""
+    return write_database(path, SCHEMA, company_rows(seed))
 
 
 def ensure_hr_database(path: str | Path, seed: int = 0) -> Path:

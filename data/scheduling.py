@@ -17,12 +17,9 @@ approves them.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import duckdb
-
-from agentlm.data.hr import _rows
+from agentlm.data.hr import company_rows, write_database
 
 SCHEMA = """
 CREATE TABLE people (
@@ -68,7 +65,7 @@ CREATE MACRO busy(person_name, start_at, finish_at) AS TABLE
 
 def build_scheduling_database(path: str | Path, seed: int = 0) -> Path:
     """Write the sample scheduling database to `path` (replacing it atomically) and return the path."""
-    hr = _rows(seed)
+    hr = company_rows(seed)
     team = {d[0]: d[1] for d in hr["departments"]}
     rows = {
         "people": [(e[0], f"{e[1]} {e[2]}", e[3], team[e[4]]) for e in hr["employees"]],
@@ -76,18 +73,7 @@ def build_scheduling_database(path: str | Path, seed: int = 0) -> Path:
         "meetings": hr["meetings"],
         "meeting_attendees": hr["meeting_attendees"],
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    with duckdb.connect(str(tmp)) as conn:
-        conn.execute(SCHEMA)
-        for table, table_rows in rows.items():
-            placeholders = ", ".join("?" * len(table_rows[0]))
-            conn.executemany(f"INSERT INTO {table} VALUES ({placeholders})", table_rows)
-        conn.execute("CHECKPOINT")
-    os.replace(tmp, path)
-    return path
+    return write_database(path, SCHEMA, rows)
 
 
 def ensure_scheduling_database(path: str | Path, seed: int = 0) -> Path:

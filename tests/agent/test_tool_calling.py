@@ -8,11 +8,12 @@ vLLM with --enable-auto-tool-choice, which cannot run here); the agent talks to 
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
+from localhttp import Handler, serve
 
 from agentlm.agent.loop import Agent, AgentConfig, estimate_tokens
 from agentlm.agent.models import Completion, GenerationParams, OpenAIChatModel
@@ -21,37 +22,20 @@ from agentlm.agent.trajectory import StopReason, Trajectory
 from agentlm.data.hr import build_hr_database
 
 
-class ScriptedEndpoint:
-    """An OpenAI-compatible /v1/chat/completions that replays scripted messages and records requests."""
+@contextmanager
+def scripted_endpoint(replies: list[dict | tuple[int, dict]]) -> Iterator[tuple[str, list[dict]]]:
+    """An OpenAI-compatible /v1/chat/completions replaying `replies`; yields (base URL, requests seen)."""
+    pending, requests = list(replies), []
 
-    def __init__(self, replies: list[dict | tuple[int, dict]]):
-        self.replies = list(replies)
-        self.requests: list[dict] = []
-        endpoint = self
+    class Completions(Handler):
+        def do_POST(self):  # noqa: N802 - the http.server API
+            requests.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            reply = pending.pop(0)
+            status, payload = reply if isinstance(reply, tuple) else (200, _completion(reply))
+            self.send(status, json.dumps(payload).encode(), "application/json")
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - the http.server API
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                endpoint.requests.append(body)
-                reply = endpoint.replies.pop(0)
-                status, payload = reply if isinstance(reply, tuple) else (200, _completion(reply))
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    with serve(Completions) as base:
+        yield f"{base}/v1", requests
 
 
 def _completion(message: dict) -> dict:
@@ -89,12 +73,9 @@ def tools_profile(tmp_path_factory):
 def run(
     profile, replies, config=None, task="How many people work in People?"
 ) -> tuple[Trajectory, list[dict]]:
-    endpoint = ScriptedEndpoint(replies)
-    try:
-        model = OpenAIChatModel("tool-model", endpoint.url, timeout=10)
-        return Agent(model, profile, config).run(task), endpoint.requests
-    finally:
-        endpoint.close()
+    with scripted_endpoint(replies) as (url, requests):
+        model = OpenAIChatModel("tool-model", url, timeout=10)
+        return Agent(model, profile, config).run(task), requests
 
 
 SQL = "SELECT count(*) AS people FROM employees WHERE department_id = 5"

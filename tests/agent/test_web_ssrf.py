@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-import socketserver
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from localhttp import Handler, serve
 
 from agentlm.agent.tools.web import (
     BlockedAddressError,
@@ -32,53 +30,27 @@ LOCAL = [ipaddress.ip_network("127.0.0.1/32")]
 # --- a local server, a scripted resolver, a watched socket layer --------------------------------
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(Handler):
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         if url.path == "/redirect":
-            self._send(302, b"", location=query["to"])
+            self.send(302, b"", Location=query["to"])
         elif url.path == "/loop":
-            self._send(302, b"", location="/loop")
+            self.send(302, b"", Location="/loop")
         elif url.path == "/chain":
             n = int(query["n"])
-            self._send(302, b"", location=f"/chain?n={n - 1}") if n else self._send(200, b"end of chain")
+            self.send(302, b"", Location=f"/chain?n={n - 1}") if n else self.send(200, b"end of chain")
         elif url.path == "/echo-host":
-            self._send(200, f"Host: {self.headers['Host']}".encode())
+            self.send(200, f"Host: {self.headers['Host']}".encode())
         else:
-            self._send(200, b"hello from the local server")
-
-    def _send(self, status: int, body: bytes, location: str | None = None) -> None:
-        self.send_response(status)
-        if location is not None:
-            self.send_header("Location", location)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind calls getfqdn, a DNS lookup: skip it.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
+            self.send(200, b"hello from the local server")
 
 
 @pytest.fixture(scope="module")
 def port() -> Iterator[int]:
-    server = _Server(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_port
-    server.shutdown()
-    server.server_close()
+    with serve(_Handler) as base:
+        yield int(base.rsplit(":", 1)[1])
 
 
 @dataclass

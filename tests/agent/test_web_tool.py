@@ -10,18 +10,16 @@ import gzip
 import ipaddress
 import json
 import shutil
-import socketserver
 import ssl
 import subprocess
-import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from localhttp import Handler, serve
 
 from agentlm.agent.tools.web import FetchLimits, WebFetchTool, WebSearchTool, web_tools
 
@@ -62,25 +60,19 @@ SEARX = {
 }
 
 
-Route = Callable[[BaseHTTPRequestHandler, dict[str, str]], None]
+Route = Callable[[Handler, dict[str, str]], None]
 
 
-def _send(h: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str, **headers: str) -> None:
-    h.send_response(status)
-    h.send_header("Content-Type", content_type)
-    h.send_header("Content-Length", str(len(body)))
-    for k, v in headers.items():
-        h.send_header(k.replace("_", "-"), v)
-    h.end_headers()
-    h.wfile.write(body)
+def _send(h: Handler, status: int, body: bytes, content_type: str, **headers: str) -> None:
+    h.send(status, body, content_type, **headers)
 
 
-def _slow(h: BaseHTTPRequestHandler, q: dict[str, str]) -> None:
+def _slow(h: Handler, q: dict[str, str]) -> None:
     time.sleep(2.0)
     _send(h, 200, b"too late", "text/plain")
 
 
-def _drip(h: BaseHTTPRequestHandler, q: dict[str, str]) -> None:
+def _drip(h: Handler, q: dict[str, str]) -> None:
     h.send_response(200)
     h.send_header("Content-Type", "text/plain")
     h.end_headers()
@@ -128,7 +120,7 @@ ROUTES: dict[str, Route] = {
 }
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(Handler):
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         route = ROUTES.get(url.path)
@@ -137,32 +129,11 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             route(self, {k: v[0] for k, v in parse_qs(url.query).items()})
 
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind calls getfqdn, a DNS lookup: skip it.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
-
-
-def _serve(server: _Server) -> Iterator[_Server]:
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-
 
 @pytest.fixture(scope="module")
 def base() -> Iterator[str]:
-    for server in _serve(_Server(("127.0.0.1", 0), _Handler)):
-        yield f"http://127.0.0.1:{server.server_port}"
+    with serve(_Handler) as url:
+        yield url
 
 
 @pytest.fixture()
@@ -291,11 +262,9 @@ def tls_base(tmp_path_factory) -> Iterator[tuple[int, ssl.SSLContext]]:
     )  # fmt: skip
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(cert, key)
-    server = _Server(("127.0.0.1", 0), _Handler)
-    server.socket = server_ctx.wrap_socket(server.socket, server_side=True)
     client_ctx = ssl.create_default_context(cafile=str(cert))
-    for s in _serve(server):
-        yield s.server_port, client_ctx
+    with serve(_Handler, tls=server_ctx) as url:
+        yield int(url.rsplit(":", 1)[1]), client_ctx
 
 
 def test_https_pins_the_address_and_verifies_the_host_name(tls_base):
