@@ -169,14 +169,17 @@ def chat(
             break
         if not question:
             break
-        if is_agent:
-            _chat_agent_turn(client, profile, question)
-        else:
-            history.append({"role": "user", "content": question})
-            typer.echo("model> ", nl=False)
-            reply = "".join(_echo(delta) for delta in client.chat(profile, history))
-            history.append({"role": "assistant", "content": reply})
-            typer.echo()
+        try:
+            if is_agent:
+                _chat_agent_turn(client, profile, question)
+            else:
+                history.append({"role": "user", "content": question})
+                typer.echo("model> ", nl=False)
+                reply = "".join(_echo(delta) for delta in client.chat(profile, history))
+                history.append({"role": "assistant", "content": reply})
+                typer.echo()
+        except APIUnavailableError as e:  # say what went wrong and keep the conversation going
+            typer.secho(f"\nagentlm: {e}", fg=typer.colors.RED, err=True)
 
 
 def _echo(text: str) -> str:
@@ -185,7 +188,7 @@ def _echo(text: str) -> str:
 
 
 def _chat_agent_turn(client, profile: str, question: str) -> None:
-    trajectory_id = None
+    trajectory_id, pending = None, None
     for event in client.stream_agent(profile, question):
         if event.step is not None:
             step = event.step
@@ -201,7 +204,17 @@ def _chat_agent_turn(client, profile: str, question: str) -> None:
         if event.text:
             typer.echo(event.text, nl=False)
         trajectory_id = event.trajectory_id or trajectory_id
+        pending = event.pending_writes or pending
     typer.echo()
+    if trajectory_id and pending:
+        typer.secho("The assistant wants to change the database (nothing is saved yet):", bold=True)
+        for statement in pending:
+            typer.secho(f"  {statement}", fg=typer.colors.CYAN)
+        apply = input("Apply these changes? [y/N] ").strip().lower() == "y"
+        report = client.decide_writes(
+            trajectory_id, "approve" if apply else "discard", approved_by="agentlm chat"
+        )
+        typer.echo("Changes saved." if report["writes_status"] == "applied" else "Changes discarded.")
     if trajectory_id:
         answer = input("Was this right? [y/n/Enter to skip] ").strip().lower()
         if answer in {"y", "n"}:
