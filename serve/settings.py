@@ -23,7 +23,7 @@ class ServeSettings(BaseSettings):
     # "embedded" (Gemma 3 270M, bundled), a local checkpoint directory, or a Hugging Face hub id;
     # with engine="remote", the model id the remote endpoint serves ("embedded": ask it).
     model: str = "embedded"
-    engine: Literal["embedded", "remote"] = "embedded"
+    engine: Literal["embedded", "remote", "vllm"] = "embedded"
     remote_url: str | None = None
     remote_api_key: str | None = None
     served_model_name: str | None = None  # the id clients use; default derived from `model`
@@ -31,3 +31,21 @@ class ServeSettings(BaseSettings):
     store: Path = Field(default_factory=_default_store)
     profiles: list[str] = ["hr-assistant", "scheduling-assistant"]
     num_threads: int | None = Field(default=None, ge=1)  # torch threads; None: the CPUs we may use
+
+    # --- the embedded engine -------------------------------------------------------------------
+    max_batch_size: int = Field(default=8, ge=1, le=256)  # sequences decoded together
+    max_queue: int = Field(default=64, ge=1)  # waiting requests beyond this get 429
+
+    # --- the vLLM engine (a `vllm serve` child process; GPU machines, the [gpu] extra) ----------
+    vllm_executable: str = "vllm"  # or a path; the child is `<vllm_executable> serve <model> ...`
+    vllm_port: int | None = Field(default=None, ge=0, le=65535)  # None: a free port on 127.0.0.1
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
+    max_model_len: int | None = Field(default=None, ge=1)
+    lora_adapters: dict[str, str] = Field(default_factory=dict)  # name -> adapter directory
+    vllm_extra_args: list[str] = Field(default_factory=list)  # passed through as they are
+    vllm_start_timeout: float = Field(default=900.0, gt=0)  # seconds to wait for its /health
+
+    # --- the HTTP layer --------------------------------------------------------------------------
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)  # larger request bodies get 413
+    cors_origins: list[str] = Field(default_factory=list)  # e.g. ["https://app.example.com"]; [] = off
