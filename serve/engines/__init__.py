@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING
 from agentlm.serve.engines.base import (
     Engine,
     EngineError,
+    EngineOverloadedError,
     FinishReason,
     GenerationChunk,
     GenerationRequest,
     ModelNotFoundError,
     PromptTooLongError,
+    UnsupportedFeatureError,
 )
 
 if TYPE_CHECKING:
@@ -25,11 +27,13 @@ if TYPE_CHECKING:
 __all__ = [
     "Engine",
     "EngineError",
+    "EngineOverloadedError",
     "FinishReason",
     "GenerationChunk",
     "GenerationRequest",
     "ModelNotFoundError",
     "PromptTooLongError",
+    "UnsupportedFeatureError",
     "available_engines",
     "create_engine",
     "register_engine",
@@ -38,6 +42,7 @@ __all__ = [
 _REGISTRY: dict[str, str] = {
     "embedded": "agentlm.serve.engines.embedded:EmbeddedEngine",
     "remote": "agentlm.serve.engines.remote:RemoteEngine",
+    "vllm": "agentlm.serve.engines.vllm:VLLMEngine",
 }
 
 

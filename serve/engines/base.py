@@ -1,7 +1,7 @@
 """The engine interface: what the server needs from anything that generates text.
 
 Serving code depends on this abstract class only, so it runs the same over the embedded CPU
-engine, a remote OpenAI-compatible endpoint, or (later) vLLM in-process. An engine takes chat
+engine, a remote OpenAI-compatible endpoint, or a vLLM server it starts. An engine takes chat
 messages and sampling parameters and streams text deltas with running token counts; converting a
 request into its own parameters (a prompt, a sampler) is the engine's business.
 """
@@ -11,11 +11,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from agentlm.agent.trajectory import ChatMessage
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls"]
 
 
 class EngineError(RuntimeError):
@@ -30,6 +30,14 @@ class PromptTooLongError(EngineError):
     """The prompt leaves no room for a reply in the model's context window."""
 
 
+class EngineOverloadedError(EngineError):
+    """Too many requests are waiting; the client should retry later (HTTP 429)."""
+
+
+class UnsupportedFeatureError(EngineError):
+    """The request asks for something this engine cannot do (e.g. tools on the embedded model)."""
+
+
 @dataclass
 class GenerationRequest:
     messages: list[ChatMessage]
@@ -39,6 +47,9 @@ class GenerationRequest:
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     request_id: str = ""  # for logs
+    # OpenAI tool calling, passed to engines that support it (remote, vLLM); others refuse it.
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
 
 
 @dataclass
@@ -47,6 +58,8 @@ class GenerationChunk:
     prompt_tokens: int
     completion_tokens: int  # generated so far, including this chunk
     finish_reason: FinishReason | None = None  # set on the last chunk only
+    # Tool calls, complete, on the chunk that finishes them: [{"id", "type": "function", "function": {...}}]
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class Engine(ABC):
