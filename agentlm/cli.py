@@ -258,6 +258,17 @@ def data_hr_db(
     typer.echo(f"wrote {path}")
 
 
+@data_app.command(
+    "collect",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+)
+def data_collect(ctx: typer.Context) -> None:
+    """Collect reward-filtered trajectories with a teacher over AgentBench task files (see --help there)."""
+    from agentlm.data.collect import main as collect_main
+
+    collect_main(ctx.args)
+
+
 @data_app.command("scheduling-db")
 def data_scheduling_db(
     out: Annotated[Path | None, typer.Option(help="DuckDB file to write.")] = None,

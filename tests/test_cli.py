@@ -90,3 +90,13 @@ def test_tasks_verify_runs_os_references_in_the_sandbox():
     assert len(skipped) == 7 and all("useradd" in s or "not shipped" in s for s in skipped)
     wrong = agentlm("tasks", "verify", str(AGENTBENCH / "os_dev.json"), "--env", "db", "--script-dir", ".")
     assert wrong.returncode == 2 and "--script-dir is for OS task files" in wrong.stderr
+
+
+def test_data_collect_writes_agentinstruct_trajectories(tmp_path):
+    out = tmp_path / "os.jsonl"
+    result = agentlm("data", "collect", "--tasks", str(AGENTBENCH / "os_dev.json"), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "15 kept, 0 rejected, 11 unsupported" in result.stdout
+    assert len(out.read_text().splitlines()) == 15
+    bad = agentlm("data", "collect", "--tasks", str(AGENTBENCH / "os_dev.json"), "--out", str(out), "--teacher", "gpt-4")
+    assert bad.returncode == 2 and "needs --base-url" in bad.stderr

@@ -53,6 +53,13 @@ class Episode(ABC):
     def reference_answer(self) -> str | None:
         """Play the reference solution in this episode; return the answer it submits."""
 
+    def reference_action(self) -> str | None:
+        """The tool input the reference solution runs (the gold SQL, the example script), if any.
+
+        A scripted teacher (``data/collect.py``) acts it out in the agent's protocol.
+        """
+        return None
+
     def close(self) -> None:  # noqa: B027 - episodes without resources need no cleanup
         pass
 

@@ -397,6 +397,9 @@ class DBEpisode(Episode):
             return float(collections.Counter(now) == collections.Counter(self._expected_rows()))
         return float(answers_match(parse_answer(answer), self.record["label"]))
 
+    def reference_action(self) -> str | None:
+        return _gold(self.record)
+
     def reference_answer(self) -> str | None:
         gold = _gold(self.record)
         if self.kind in MODIFICATIONS:

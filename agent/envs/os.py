@@ -455,16 +455,20 @@ class OSEpisode(Episode):
                 params.append(result.output)
         return True
 
+    def reference_action(self) -> str | None:
+        """The example script as bash (check tasks); match tasks ship only their answer."""
+        example = self.spec.example
+        if example is None or example.code is None:
+            return None
+        return example.code if example.language == "bash" else f"python3 -c {shlex.quote(example.code)}"
+
     def reference_answer(self) -> str | None:
         """The gold answer (match), or the example script's output in the agent's own shell (check)."""
         match = self.spec.match
         if match is not None and "answer" in match:
             return match["answer"]
-        example = self.spec.example
-        if example is None or example.code is None:
-            return None
-        code = example.code if example.language == "bash" else f"python3 -c {shlex.quote(example.code)}"
-        return self.session.run(code).output.strip()
+        code = self.reference_action()
+        return None if code is None else self.session.run(code).output.strip()
 
     def close(self) -> None:
         self.tool.close()
