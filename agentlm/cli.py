@@ -269,6 +269,17 @@ def data_collect(ctx: typer.Context) -> None:
     collect_main(ctx.args)
 
 
+@data_app.command(
+    "general",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+)
+def data_general(ctx: typer.Context) -> None:
+    """Prepare general chat as AgentTuning did: English, clean, split, GPT-4:GPT-3.5 at 1:4 (see --help there)."""
+    from agentlm.data.general import main as general_main
+
+    general_main(ctx.args)
+
+
 @data_app.command("scheduling-db")
 def data_scheduling_db(
     out: Annotated[Path | None, typer.Option(help="DuckDB file to write.")] = None,
