@@ -280,6 +280,17 @@ def data_general(ctx: typer.Context) -> None:
     general_main(ctx.args)
 
 
+@data_app.command(
+    "decontaminate",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+)
+def data_decontaminate(ctx: typer.Context) -> None:
+    """Drop training examples whose task overlaps an evaluation task (n-grams; see --help there)."""
+    from agentlm.data.decontaminate import main as decontaminate_main
+
+    decontaminate_main(ctx.args)
+
+
 @data_app.command("scheduling-db")
 def data_scheduling_db(
     out: Annotated[Path | None, typer.Option(help="DuckDB file to write.")] = None,

@@ -1,0 +1,112 @@
+"""Decontamination: drop training examples whose task text overlaps an evaluation task.
+
+AgentTuning did not do this; it matters here because training tasks are generated from the same
+environments the evaluation uses. An example is contaminated when its task (the user turn the model's own first
+reply answers, after the opening prompt and 1-shot; for plain chat the first user turn) shares an n-gram of words (13 by default, as GPT-3's and many
+later decontamination passes used; short tasks fall back to their whole text) with any
+evaluation task. Text is compared lower-cased with punctuation removed.
+
+    python -m agentlm.data.decontaminate --train mix.jsonl --eval dbbench_dev.jsonl os_dev.json --out clean.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agentlm.data.formats import Conversation, read_jsonl, write_jsonl
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
+    """The text's word n-grams; a text shorter than n words is one gram (itself)."""
+    w = words(text)
+    if len(w) < n:
+        return {tuple(w)} if w else set()
+    return {tuple(w[i : i + n]) for i in range(len(w) - n + 1)}
+
+
+def task_text(conv: Conversation) -> str:
+    """The task: the user turn before the model's first own reply (``loss: true``), else the first."""
+    first_own = next((i for i, t in enumerate(conv.turns) if t.role == "assistant" and t.loss is True), None)
+    before = conv.turns[:first_own] if first_own is not None else conv.turns
+    users = [t.content for t in before if t.role == "user"]
+    if not users:
+        return ""
+    return users[-1] if first_own is not None else users[0]
+
+
+def eval_task_texts(path: str | Path) -> list[str]:
+    """Task texts of an evaluation file: AgentBench DB/OS tasks, or conversations (their task turn)."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    records = (
+        json.loads(text)
+        if text.lstrip().startswith("[")
+        else [json.loads(x) for x in text.splitlines() if x.strip()]
+    )
+    out = []
+    for r in records:
+        if "description" in r:  # AgentBench task files
+            out.append(f"{r['description']}\n{r.get('add_description', '')}".strip())
+        elif "conversations" in r:
+            out.append(task_text(Conversation.from_record(r, str(path))))
+    return out
+
+
+@dataclass
+class DecontaminationReport:
+    examined: int = 0
+    dropped: dict[str, str] = field(default_factory=dict)  # training id -> the evaluation task it overlaps
+
+    def lines(self) -> list[str]:
+        return [
+            f"{len(self.dropped)} of {self.examined} training examples overlap an evaluation task; dropped"
+        ]
+
+
+def decontaminate(
+    train: list[Conversation], eval_texts: list[str], n: int = 13
+) -> tuple[list[Conversation], DecontaminationReport]:
+    """Training examples without an n-gram in common with any evaluation task."""
+    index: dict[tuple[str, ...], str] = {}
+    for text in eval_texts:
+        for gram in ngrams(text, n):
+            index.setdefault(gram, text)
+    report = DecontaminationReport(examined=len(train))
+    kept = []
+    for conv in train:
+        hit = next((index[g] for g in ngrams(task_text(conv), n) if g in index), None)
+        if hit is None:
+            kept.append(conv)
+        else:
+            report.dropped[conv.id] = hit[:200]
+    return kept, report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="agentlm data decontaminate", description=__doc__.splitlines()[0])
+    parser.add_argument("--train", required=True, help="training conversations (AgentInstruct JSONL)")
+    parser.add_argument("--eval", required=True, nargs="+", help="evaluation task files")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("-n", type=int, default=13, help="n-gram length in words (default 13)")
+    args = parser.parse_args(argv)
+    texts = [t for path in args.eval for t in eval_task_texts(path)]
+    kept, report = decontaminate(read_jsonl(args.train), texts, args.n)
+    write_jsonl(args.out, kept)
+    for line in report.lines():
+        print(line)
+    for conv_id, hit in sorted(report.dropped.items()):
+        print(f"  {conv_id}: {hit!r}")
+
+
+if __name__ == "__main__":
+    main()
