@@ -138,6 +138,7 @@ class Agent:
         tool_specs = (
             [convert_to_openai_tool(t) for t in setup.tools.values()] if setup.protocol == "tools" else None
         )
+        traj.tools = tool_specs or []
         started = time.perf_counter()
         invalid_in_a_row = 0
         try:

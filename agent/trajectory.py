@@ -131,6 +131,7 @@ class Trajectory:
     model: str  # the model id the agent talked to
     prompt: list[ChatMessage]  # the opening messages, before the task
     protocol: str = "db"  # "db" | "os" (AgentBench text protocols) | "tools" (OpenAI tool calling)
+    tools: list[dict[str, Any]] = field(default_factory=list)  # tool-calling protocol: the specs offered
     steps: list[Step] = field(default_factory=list)
     final_answer: str | None = None
     stop_reason: StopReason | None = None
