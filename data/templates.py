@@ -7,7 +7,12 @@ two renderings are identical, so the model is served exactly the format it learn
 
 - ``llama-2``: Llama-2-chat, as AgentLM was trained (FastChat's ``llama-2`` template), with the
   model card's fixed system prompt when the conversation brings none.
+- ``vicuna_v1.1``: FastChat's Vicuna v1.1 format (``USER: ... ASSISTANT: ...</s>``), the other
+  format AgentBench evaluated chat models in.
 - ``gemma``: Gemma's own turn format, for the embedded Gemma 3 270M base model.
+
+Renderings are FastChat 0.2.31's (the version AgentBench pinned) with the BOS token written out, as
+the serving path tokenizes the rendered text without adding special tokens; a test compares them.
 """
 
 from __future__ import annotations
@@ -114,12 +119,46 @@ GEMMA_JINJA = (
     "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\\n' }}{%- endif -%}"
 )
 
-_RENDERERS = {"llama-2": _render_llama2, "gemma": _render_gemma}
+VICUNA_SYSTEM_PROMPT = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
+
+
+def _render_vicuna(turns: list[Turn], honour_loss_flag: bool) -> list[Segment]:
+    system, rest = _split_system(turns, VICUNA_SYSTEM_PROMPT)
+    out = [Segment(f"<s>{system} ", False)]
+    for turn in rest:
+        if turn.role == "user":
+            out.append(Segment(f"USER: {turn.content.strip()} ", False))
+        elif turn.role == "assistant":
+            out.append(Segment("ASSISTANT: ", False))
+            out.append(Segment(f"{turn.content.strip()}</s>", turn.trainable(honour_loss_flag)))
+        else:
+            raise ValueError(f"vicuna_v1.1 template: a {turn.role!r} turn can only come first")
+    return out
+
+
+VICUNA_JINJA = (
+    "{%- if messages and messages[0]['role'] == 'system' -%}"
+    "{%- set system = messages[0]['content'] -%}{%- set messages = messages[1:] -%}"
+    "{%- else -%}{%- set system = \"" + VICUNA_SYSTEM_PROMPT + "\" -%}{%- endif -%}"
+    "{{ '<s>' + system + ' ' }}"
+    "{%- for m in messages -%}"
+    "{%- if m['role'] == 'user' -%}{{ 'USER: ' + (m['content'] | trim) + ' ' }}"
+    "{%- elif m['role'] == 'assistant' -%}{{ 'ASSISTANT: ' + (m['content'] | trim) + '</s>' }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ 'ASSISTANT:' }}{%- endif -%}"
+)
+
+_RENDERERS = {"llama-2": _render_llama2, "vicuna_v1.1": _render_vicuna, "gemma": _render_gemma}
 # What follows a rendered conversation when the assistant speaks next.
-_GENERATION_PROMPT = {"llama-2": "", "gemma": "<start_of_turn>model\n"}
+_GENERATION_PROMPT = {"llama-2": "", "vicuna_v1.1": "ASSISTANT:", "gemma": "<start_of_turn>model\n"}
 
 TEMPLATES = {
     "llama-2": ChatTemplate("llama-2", LLAMA2_JINJA, stop=("</s>",)),
+    "vicuna_v1.1": ChatTemplate("vicuna_v1.1", VICUNA_JINJA, stop=("</s>",)),
     "gemma": ChatTemplate("gemma", GEMMA_JINJA, stop=("<end_of_turn>",)),
 }
 

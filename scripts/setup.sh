@@ -36,4 +36,7 @@ pip=(.venv/bin/python -m pip install -q)
 "${pip[@]}" --upgrade pip
 .venv/bin/python -c 'import torch' 2>/dev/null || "${pip[@]}" torch==2.13.0
 "${pip[@]}" -e ".[test]"
+# FastChat's conversation templates, the reference renderings AgentBench pinned (tests compare
+# against them); without its heavy dependencies, which the templates do not need.
+.venv/bin/python -c 'import fastchat' 2>/dev/null || "${pip[@]}" --no-deps fschat==0.2.31
 echo "setup: ready (.venv)"

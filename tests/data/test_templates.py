@@ -129,3 +129,33 @@ def test_gemma_masks_exclude_the_turn_openers(tokenizer):
     )
     assert "Final Answer: 18<end_of_turn>" in learnt
     assert "question" not in learnt and "<start_of_turn>model" not in learnt
+
+
+@pytest.mark.parametrize(
+    ("name", "fastchat_name", "system"),
+    [("llama-2", "llama-2", AGENTLM_SYSTEM_PROMPT), ("vicuna_v1.1", "vicuna_v1.1", None)],
+)
+@pytest.mark.parametrize("turns", CONVERSATIONS)
+def test_renderings_are_fastchat_0_2_31s(name, fastchat_name, system, turns):
+    """FastChat 0.2.31 (the version AgentBench pinned) renders the same text; ours writes the BOS."""
+    from fastchat.conversation import get_conv_template
+
+    conv = get_conv_template(fastchat_name)
+    body = list(turns)
+    if body and body[0].role == "system":
+        conv.set_system_message(body.pop(0).content)
+    elif system is not None:
+        conv.set_system_message(system)
+    for turn in body:
+        conv.append_message(conv.roles[0] if turn.role == "user" else conv.roles[1], turn.content.strip())
+    if body[-1].role == "user":
+        conv.append_message(conv.roles[1], None)
+        ours = get_template(name).render_prompt([{"role": t.role, "content": t.content} for t in turns])
+    else:
+        ours = "".join(s.text for s in get_template(name).render(list(turns)))
+        if name == "llama-2":
+            ours = ours.removesuffix("<s>")  # FastChat's llama-2 prompt ends after " </s><s>" only mid-chat
+    expected = "<s>" + conv.get_prompt()
+    if name == "llama-2" and body[-1].role == "assistant":
+        expected = expected.removesuffix("<s>")
+    assert ours == expected
