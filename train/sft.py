@@ -45,6 +45,9 @@ class SFTConfig:
     preset: str = ""
     template: str = "llama-2"  # the chat format the checkpoint is trained and served with
     honour_loss_flag: bool = True  # False trains on every assistant turn, as FastChat does
+    # Lay conversations end to end in rows of max_seq_len tokens (exact boundaries: restarted
+    # positions, block-diagonal attention) instead of padding each; batch_size then counts rows.
+    pack: bool = False
     max_seq_len: int = 2048  # longer conversations are dropped and counted, never cut mid-turn
     epochs: float = 3.0
     max_steps: int = 0  # optimizer steps; 0 means derive from epochs
@@ -192,27 +195,30 @@ class SFTRecipe:
         return ds
 
     def _batches(self):
-        """Endless shuffled micro batches for this rank, right-padded."""
+        """Endless shuffled micro batches for this rank: padded, or packed with exact boundaries."""
         import torch
 
-        rng = random.Random(self.cfg.seed)
+        from agentlm.train.packing import packed_batch, packed_rows_stream, padded_batch
+
+        cfg = self.cfg
+        rng = random.Random(cfg.seed)
         pad = self.tokenizer.pad_token_id
+        dtype = torch.bfloat16 if self.engine.bfloat16_enabled() else torch.float32
         while True:
             order = list(range(len(self.examples)))
             rng.shuffle(order)
             order = order[self.rank :: self.world_size]
-            for i in range(0, len(order) - self.cfg.batch_size + 1 or 1, self.cfg.batch_size):
-                batch = [self.examples[j] for j in order[i : i + self.cfg.batch_size]]
-                width = max(len(ex.input_ids) for ex in batch)
-                ids = torch.full((len(batch), width), pad, dtype=torch.long)
-                labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, ex in enumerate(batch):
-                    n = len(ex.input_ids)
-                    ids[row, :n] = torch.tensor(ex.input_ids)
-                    labels[row, :n] = torch.tensor(ex.labels)
-                    mask[row, :n] = 1
-                yield ids.to(self.device), mask.to(self.device), labels.to(self.device)
+            if cfg.pack:  # batch_size rows of up to max_seq_len tokens, filled from the epoch
+                rows = packed_rows_stream([len(self.examples[j].input_ids) for j in order], cfg.max_seq_len)
+                groups = [[order[i] for i in row] for row in rows]
+            else:  # batch_size conversations
+                groups = [[j] for j in order]
+            for i in range(0, len(groups) - cfg.batch_size + 1 or 1, cfg.batch_size):
+                batch = [self.examples[j] for group in groups[i : i + cfg.batch_size] for j in group]
+                if cfg.pack:
+                    yield packed_batch(batch, pad, cfg.max_seq_len, dtype).to(self.device)
+                else:
+                    yield padded_batch(batch, pad).to(self.device)
 
     # ---- train -----------------------------------------------------------------------------
 
@@ -232,18 +238,13 @@ class SFTRecipe:
             # The step's loss is the mean over its trainable tokens on all ranks, so a long
             # conversation weighs more than a short one whatever the batching. HF's default (a mean
             # per micro batch, averaged again over accumulation and ranks) would weigh them equally.
-            n_tokens = sum((labels[:, 1:] != IGNORE_INDEX).sum() for _, _, labels in micro_batches)
+            n_tokens = sum((b.labels[:, 1:] != IGNORE_INDEX).sum() for b in micro_batches)
             dist.all_reduce(n_tokens)
             step_loss = torch.zeros((), device=self.device)
-            for input_ids, attention_mask, labels in micro_batches:
+            for batch in micro_batches:
                 # With num_items_in_batch, HF's causal-LM loss is this micro batch's summed
                 # cross-entropy divided by the step's token count.
-                loss = self.engine(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask,
-                    labels=labels,
-                    num_items_in_batch=n_tokens,
-                ).loss
+                loss = self.engine(**batch.model_inputs(), num_items_in_batch=n_tokens).loss
                 # DeepSpeed averages gradients over ranks; the per-rank sums must add up instead.
                 self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
                 self.engine.step()

@@ -88,11 +88,11 @@ def test_recipe_masks_the_prompt_and_the_ok_turn(setup):
     assert learnt.split() == ["Ok.", "</s>", *FACTS[0][1].split(), "</s>"]
 
 
-def _train_losses(data, base, out, batch_size, grad_accum):
+def _train_losses(data, base, out, batch_size, grad_accum, *extra):
     result = subprocess.run(
         [sys.executable, "-m", "agentlm.train.sft", "--config", "tiny", "--data", str(data), "--base-model", str(base),
          "--output-dir", str(out), "--max-steps", "3", "--set", f"batch_size={batch_size}", f"grad_accum={grad_accum}",
-         "log_every=1", "lr=0.001", "warmup_ratio=0"],
+         "log_every=1", "lr=0.001", "warmup_ratio=0", *extra],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -117,6 +117,24 @@ def test_loss_is_a_mean_over_tokens_whatever_the_batching(setup, tmp_path):
     together = _train_losses(data, base, tmp_path / "a", batch_size=2, grad_accum=1)
     accumulated = _train_losses(data, base, tmp_path / "b", batch_size=1, grad_accum=2)
     assert len(together) == 3 and together == pytest.approx(accumulated, rel=1e-4)
+
+
+def test_packed_rows_train_exactly_like_padded_conversations(setup, tmp_path):
+    """Packing only removes padding: one row holding both conversations trains like a batch of 2."""
+    work, _, base = setup
+    data = tmp_path / "two.jsonl"
+    write_jsonl(
+        data,
+        [
+            Conversation("short", [Turn("user", FACTS[0][0]), Turn("assistant", "Yes.")]),
+            Conversation(
+                "long", [Turn("user", FACTS[1][0]), Turn("assistant", " ".join(a for _, a in FACTS))]
+            ),
+        ],
+    )
+    padded = _train_losses(data, base, tmp_path / "padded", 2, 1)
+    packed = _train_losses(data, base, tmp_path / "packed", 1, 1, "pack=true")
+    assert len(padded) == 3 and packed == pytest.approx(padded, rel=1e-4)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,75 @@
+"""Packing with exact boundaries: the same logits and loss as each conversation alone or padded."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny import build_tiny_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from agentlm.data.formats import Conversation, Turn
+from agentlm.data.masks import tokenize_conversation
+from agentlm.data.templates import get_template
+from agentlm.train.packing import pack_rows, packed_batch, padded_batch
+
+
+def test_first_fit_decreasing_fills_rows_and_refuses_what_cannot_fit():
+    lengths = [5, 3, 8, 2, 6]
+    rows = pack_rows(lengths, capacity=10)
+    assert rows == [[2, 3], [4, 1], [0]]  # longest first, each into the first row with room
+    assert all(sum(lengths[i] for i in r) <= 10 for r in rows)
+    assert sorted(i for r in rows for i in r) == [0, 1, 2, 3, 4] and len(rows) == 3
+    with pytest.raises(ValueError, match="does not fit rows of 10"):
+        pack_rows([11], 10)
+
+
+@pytest.fixture(scope="module")
+def model_and_examples(tmp_path_factory):
+    texts = [f"Question {i}: what is {i} plus {i}? Answer: {2 * i}." for i in range(20)]
+    path = build_tiny_model(tmp_path_factory.mktemp("pack") / "m", texts * 3, vocab_size=400)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    template = get_template("llama-2")
+    convs = [
+        Conversation(
+            f"c{i}",
+            [
+                Turn("user", f"Question {i}: what is {i} plus {i}?" * (1 + i % 3)),
+                Turn("assistant", f"{2 * i}."),
+            ],
+        )
+        for i in range(6)
+    ]
+    return model, tokenizer, [tokenize_conversation(tokenizer, template, c) for c in convs]
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_each_conversation_gets_the_logits_it_gets_alone(model_and_examples, attention):
+    model, tokenizer, examples = model_and_examples
+    model.config._attn_implementation = attention
+    batch = packed_batch(examples, tokenizer.pad_token_id, capacity=200)
+    assert batch.input_ids.shape[0] < len(examples)  # several conversations share a row
+    with torch.no_grad():
+        packed = model(**{k: v for k, v in batch.model_inputs().items() if k != "labels"}).logits
+        rows = pack_rows([len(e.input_ids) for e in examples], 200)
+        for r, members in enumerate(rows):
+            at = 0
+            for i in members:
+                n = len(examples[i].input_ids)
+                alone = model(torch.tensor([examples[i].input_ids])).logits[0]
+                assert torch.allclose(packed[r, at : at + n], alone, atol=1e-5), (attention, i)
+                at += n
+
+
+def test_packed_and_padded_batches_have_the_same_loss_with_less_padding(model_and_examples):
+    model, tokenizer, examples = model_and_examples
+    model.config._attn_implementation = "sdpa"
+    packed = packed_batch(examples, tokenizer.pad_token_id, capacity=200)
+    padded = padded_batch(examples, tokenizer.pad_token_id)
+    with torch.no_grad():
+        n = sum((b.labels[:, 1:] != -100).sum() for b in [padded])
+        loss_padded = model(**padded.model_inputs(), num_items_in_batch=n).loss
+        loss_packed = model(**packed.model_inputs(), num_items_in_batch=n).loss
+    assert loss_packed.item() == pytest.approx(loss_padded.item(), rel=1e-5)
+    assert packed.real_tokens == padded.real_tokens
+    assert packed.padding_share < padded.padding_share
