@@ -48,6 +48,12 @@ class SFTConfig:
     # Lay conversations end to end in rows of max_seq_len tokens (exact boundaries: restarted
     # positions, block-diagonal attention) instead of padding each; batch_size then counts rows.
     pack: bool = False
+    # LoRA (peft): rank 0 trains every weight; > 0 trains low-rank adapters on `lora_targets`,
+    # merged into the weights on save, so the checkpoint is a plain one either way.
+    lora_rank: int = 0
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     max_seq_len: int = 2048  # longer conversations are dropped and counted, never cut mid-turn
     epochs: float = 3.0
     max_steps: int = 0  # optimizer steps; 0 means derive from epochs
@@ -78,6 +84,8 @@ class SFTConfig:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.lora_rank < 0 or (self.lora_rank and not self.lora_targets):
+            raise ConfigError("lora_rank must be >= 0 (0: full fine-tuning), with lora_targets when > 0")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.max_steps <= 0 and self.epochs <= 0:
@@ -154,7 +162,23 @@ class SFTRecipe:
         )
         model = AutoModelForCausalLM.from_pretrained(cfg.base_model, dtype=dtype)
         model.config.use_cache = False
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if cfg.lora_rank:
+            from peft import LoraConfig, get_peft_model
+
+            lora = LoraConfig(
+                r=cfg.lora_rank,
+                lora_alpha=cfg.lora_alpha,
+                lora_dropout=cfg.lora_dropout,
+                target_modules=cfg.lora_targets,
+                task_type="CAUSAL_LM",
+            )
+            model = get_peft_model(model, lora)
+            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            log.info(
+                "LoRA rank %d on %s: %d trainable parameters", cfg.lora_rank, cfg.lora_targets, trainable
+            )
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         warmup = math.ceil(self.total_steps * cfg.warmup_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, _cosine_with_warmup(warmup, self.total_steps)
@@ -273,6 +297,8 @@ class SFTRecipe:
             return out
         out.mkdir(parents=True, exist_ok=True)
         model = self.engine.module
+        if self.cfg.lora_rank:  # fold the adapters into the weights: serving needs no peft
+            model = model.merge_and_unload()
         model.config.use_cache = True
         stop_ids = [self.tokenizer.convert_tokens_to_ids(s) for s in self.template.stop]
         model.generation_config.eos_token_id = stop_ids[0] if len(stop_ids) == 1 else stop_ids

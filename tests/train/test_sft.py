@@ -161,3 +161,22 @@ def test_unknown_keys_and_presets_are_rejected():
         load_config("tiny", {"learning_rate": 1})
     with pytest.raises(ConfigError, match="no preset"):
         load_config("huge", {})
+
+
+def test_lora_trains_adapters_and_saves_a_plain_merged_checkpoint(setup, tmp_path):
+    import torch
+
+    _, data, base = setup
+    out = tmp_path / "lora"
+    losses = _train_losses(data, base, out, 4, 1, "lora_rank=8", "lora_alpha=16", "lr=0.01")
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    tuned = AutoModelForCausalLM.from_pretrained(out)
+    original = AutoModelForCausalLM.from_pretrained(base)
+    names = {n for n, _ in tuned.named_parameters()}
+    assert not any("lora" in n for n in names)  # merged: transformers and vLLM load it as is
+    changed = {
+        n.split(".")[-2]
+        for n, p in tuned.named_parameters()
+        if not torch.equal(p, dict(original.named_parameters())[n])
+    }
+    assert changed == {"q_proj", "k_proj", "v_proj", "o_proj"}  # only the adapted projections moved
