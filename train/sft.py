@@ -293,8 +293,28 @@ class SFTRecipe:
     def save(self) -> Path:
         """A plain Hugging Face checkpoint (no DeepSpeed state) that transformers and vLLM load as is."""
         out = Path(self.cfg.output_dir)
+        state_dict = None
+        if self.engine.zero_optimization_stage() == 3:
+            # Parameters are partitioned over ranks: every rank takes part in gathering them.
+            state_dict = self.engine._zero3_consolidated_16bit_state_dict()
         if self.rank != 0:
             return out
+        out.mkdir(parents=True, exist_ok=True)
+        model = self.engine.module
+        if self.cfg.lora_rank:  # fold the adapters into the weights: serving needs no peft
+            if state_dict is not None:
+                model.load_state_dict(state_dict, assign=True)
+                state_dict = None
+            model = model.merge_and_unload()
+        model.config.use_cache = True
+        stop_ids = [self.tokenizer.convert_tokens_to_ids(s) for s in self.template.stop]
+        model.generation_config.eos_token_id = stop_ids[0] if len(stop_ids) == 1 else stop_ids
+        model.generation_config.pad_token_id = self.tokenizer.pad_token_id
+        model.save_pretrained(out, state_dict=state_dict, safe_serialization=True)
+        self.tokenizer.save_pretrained(out)
+        (out / "README.md").write_text(self._model_card())
+        print(f"saved checkpoint to {out}", flush=True)
+        return out
         out.mkdir(parents=True, exist_ok=True)
         model = self.engine.module
         if self.cfg.lora_rank:  # fold the adapters into the weights: serving needs no peft

@@ -180,3 +180,27 @@ def test_lora_trains_adapters_and_saves_a_plain_merged_checkpoint(setup, tmp_pat
         if not torch.equal(p, dict(original.named_parameters())[n])
     }
     assert changed == {"q_proj", "k_proj", "v_proj", "o_proj"}  # only the adapted projections moved
+
+
+def test_zero3_checkpoints_are_gathered_into_a_plain_model(setup, tmp_path):
+    """ZeRO-3 partitions the weights; the saved checkpoint must hold all of them, not placeholders."""
+    _, data, base = setup
+    out = tmp_path / "z3"
+    losses = _train_losses(data, base, out, 4, 1, "deepspeed=ds_zero3.json", "lr=0.01")
+    assert len(losses) == 3
+    import torch
+
+    tuned = dict(AutoModelForCausalLM.from_pretrained(out).named_parameters())
+    original = dict(AutoModelForCausalLM.from_pretrained(base).named_parameters())
+    assert tuned.keys() == original.keys()
+    assert all(tuned[n].shape == original[n].shape and tuned[n].numel() > 0 for n in tuned)
+    assert any(not torch.equal(tuned[n], original[n]) for n in tuned)  # trained, not the base re-saved
+
+
+@pytest.mark.parametrize("preset", ["llama2-7b", "llama2-13b", "llama2-70b"])
+def test_the_papers_presets_load_with_its_hyperparameters(preset):
+    cfg = load_config(preset, {"base_model": "x", "output_dir": "y"})
+    expected_lr = {"llama2-7b": 5e-5, "llama2-13b": 5e-5, "llama2-70b": 1e-5}[preset]
+    assert (cfg.lr, cfg.max_seq_len, cfg.template, cfg.warmup_ratio) == (expected_lr, 4096, "llama-2", 0.02)
+    assert cfg.batch_size * cfg.grad_accum * 8 == 64  # global batch 64 on 8 GPUs
+    assert cfg.deepspeed == ("ds_zero3_offload.json" if preset == "llama2-70b" else "ds_zero3.json")
