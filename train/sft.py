@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
@@ -64,6 +65,9 @@ class SFTConfig:
     weight_decay: float = 0.0
     seed: int = 0
     log_every: int = 10
+    # Save DeepSpeed state (weights, optimizer, scheduler, step) every N optimizer steps under
+    # <output_dir>/resume; a run started again with the same output_dir continues from there.
+    checkpoint_every: int = 0
     deepspeed: str = "ds_zero2.json"  # in train/configs/, or a path
     eta: float | None = None  # recorded in the model card
     mix_report: str = ""  # a file whose text goes into the model card
@@ -84,6 +88,10 @@ class SFTConfig:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.checkpoint_every < 0:
+            raise ConfigError(
+                f"checkpoint_every must be >= 0 (0: no resume checkpoints), got {self.checkpoint_every}"
+            )
         if self.lora_rank < 0 or (self.lora_rank and not self.lora_targets):
             raise ConfigError("lora_rank must be >= 0 (0: full fine-tuning), with lora_targets when > 0")
         if not 0 <= self.warmup_ratio < 1:
@@ -254,10 +262,14 @@ class SFTRecipe:
         cfg = self.cfg
         batches = self._batches()
         self.engine.train()
-        progress = tqdm(total=self.total_steps, desc="training", disable=self.rank != 0, mininterval=2.0)
-        recent: list[float] = []
+        done, recent = self._resume()
+        for _ in range(done * cfg.grad_accum):  # the data order is fixed by the seed: skip what was seen
+            next(batches)
+        progress = tqdm(
+            total=self.total_steps, initial=done, desc="training", disable=self.rank != 0, mininterval=2.0
+        )
         started = time.perf_counter()
-        for step in range(1, self.total_steps + 1):
+        for step in range(done + 1, self.total_steps + 1):
             micro_batches = [next(batches) for _ in range(cfg.grad_accum)]
             # The step's loss is the mean over its trainable tokens on all ranks, so a long
             # conversation weighs more than a short one whatever the batching. HF's default (a mean
@@ -283,10 +295,47 @@ class SFTRecipe:
                     f"step {step}/{self.total_steps} loss {sum(recent) / len(recent):.4f} lr {lr:.2e}",
                     flush=True,
                 )
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < self.total_steps:
+                self._checkpoint(step, recent)
         progress.close()
         self.train_seconds = time.perf_counter() - started
         self.final_loss = sum(recent) / len(recent)
         return self.final_loss
+
+    # ---- resume ----------------------------------------------------------------------------
+
+    @property
+    def resume_dir(self) -> Path:
+        return Path(self.cfg.output_dir) / "resume"
+
+    def _checkpoint(self, step: int, recent: list[float]) -> None:
+        """DeepSpeed state at `step`; the previous one is removed once this one is complete."""
+        previous = (
+            (self.resume_dir / "latest").read_text().strip()
+            if (self.resume_dir / "latest").is_file()
+            else None
+        )
+        self.engine.save_checkpoint(
+            str(self.resume_dir), tag=f"step{step}", client_state={"step": step, "recent": recent}
+        )
+        if self.rank == 0:
+            if previous and previous != f"step{step}":
+                shutil.rmtree(self.resume_dir / previous, ignore_errors=True)
+            print(f"checkpoint at step {step} in {self.resume_dir}", flush=True)
+
+    def _resume(self) -> tuple[int, list[float]]:
+        """(steps already done, recent losses) from <output_dir>/resume, or (0, []) for a new run."""
+        if not (self.resume_dir / "latest").is_file():
+            return 0, []
+        _, state = self.engine.load_checkpoint(str(self.resume_dir))
+        if not state or state.get("step", 0) >= self.total_steps:
+            raise ConfigError(
+                f"{self.resume_dir} does not belong to this run (step {state and state.get('step')} of "
+                f"{self.total_steps}); remove it to start over"
+            )
+        if self.rank == 0:
+            print(f"resuming from step {state['step']} ({self.resume_dir})", flush=True)
+        return state["step"], list(state.get("recent", []))
 
     # ---- save ------------------------------------------------------------------------------
 
@@ -314,19 +363,8 @@ class SFTRecipe:
         self.tokenizer.save_pretrained(out)
         (out / "README.md").write_text(self._model_card())
         print(f"saved checkpoint to {out}", flush=True)
-        return out
-        out.mkdir(parents=True, exist_ok=True)
-        model = self.engine.module
-        if self.cfg.lora_rank:  # fold the adapters into the weights: serving needs no peft
-            model = model.merge_and_unload()
-        model.config.use_cache = True
-        stop_ids = [self.tokenizer.convert_tokens_to_ids(s) for s in self.template.stop]
-        model.generation_config.eos_token_id = stop_ids[0] if len(stop_ids) == 1 else stop_ids
-        model.generation_config.pad_token_id = self.tokenizer.pad_token_id
-        model.save_pretrained(out, safe_serialization=True)
-        self.tokenizer.save_pretrained(out)
-        (out / "README.md").write_text(self._model_card())
-        print(f"saved checkpoint to {out}", flush=True)
+        if self.resume_dir.exists():
+            shutil.rmtree(self.resume_dir, ignore_errors=True)  # the run finished: nothing to resume
         return out
 
     def _model_card(self) -> str:

@@ -204,3 +204,40 @@ def test_the_papers_presets_load_with_its_hyperparameters(preset):
     assert (cfg.lr, cfg.max_seq_len, cfg.template, cfg.warmup_ratio) == (expected_lr, 4096, "llama-2", 0.02)
     assert cfg.batch_size * cfg.grad_accum * 8 == 64  # global batch 64 on 8 GPUs
     assert cfg.deepspeed == ("ds_zero3_offload.json" if preset == "llama2-70b" else "ds_zero3.json")
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint_and_ends_as_if_never_stopped(setup, tmp_path):
+    import os
+    import signal
+
+    _, data, base = setup
+    cmd = [
+        sys.executable, "-m", "agentlm.train.sft", "--config", "tiny", "--data", str(data), "--base-model", str(base),
+        "--max-steps", "6", "--set", "batch_size=4", "log_every=1", "lr=0.003", "warmup_ratio=0", "checkpoint_every=2",
+    ]  # fmt: skip
+    whole = subprocess.run(
+        [*cmd, "--output-dir", str(tmp_path / "whole")], capture_output=True, text=True, timeout=300
+    )
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    expected = re.findall(r"^step (\d)/6 loss ([0-9.]+)", whole.stdout, re.M)
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [*cmd, "--output-dir", str(out)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    for line in proc.stdout:
+        if line.startswith("checkpoint at step 4"):
+            os.killpg(proc.pid, signal.SIGKILL)  # as a crash would: no cleanup at all
+            break
+    proc.wait(timeout=60)
+    assert not (out / "config.json").exists() and (out / "resume" / "latest").read_text().strip() == "step4"
+    resumed = subprocess.run([*cmd, "--output-dir", str(out)], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from step 4" in resumed.stdout
+    after = re.findall(r"^step (\d)/6 loss ([0-9.]+)", resumed.stdout, re.M)
+    assert [s for s, _ in after] == ["5", "6"]
+    assert [float(x) for _, x in after] == pytest.approx(
+        [float(x) for s, x in expected if s in "56"], rel=1e-4
+    )
+    assert (out / "config.json").is_file() and not (out / "resume").exists()
