@@ -51,3 +51,32 @@ def test_the_whole_run_mixes_bundled_and_extra_data_and_writes_a_checkpoint(tmp_
     assert "final_loss=" in result.stdout and f"checkpoint: {out}" in result.stdout
     card = (out / "README.md").read_text()
     assert "eta = 0.5" in card and "extra: 1 examples" in card and "optimizer steps: 2" in card
+
+
+def test_multi_node_training_builds_the_deepspeed_launcher_command(tmp_path):
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("node1 slots=8\nnode2 slots=8\n")
+    env = {**os.environ, "PYTHON": sys.executable, "AGENTLM_HOME": str(tmp_path / "home")}
+    args = ["bash", str(RUN), "--base-model", "meta-llama/Llama-2-7b-chat-hf", "--output", str(tmp_path / "out"),
+            "--preset", "llama2-7b", "--hostfile", str(hostfile), "--num-nodes", "2", "--num-gpus", "8", "--dry-run"]  # fmt: skip
+    result = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    command = result.stdout.strip().splitlines()[-1].split()
+    assert command[:8] == [
+        "deepspeed",
+        "--hostfile",
+        str(hostfile),
+        "--num_nodes",
+        "2",
+        "--num_gpus",
+        "8",
+        "--module",
+    ]
+    assert command[8] == "agentlm.train.sft"
+    flags = dict(zip(command[9::2], command[10::2], strict=False))
+    assert flags["--config"] == "llama2-7b" and flags["--base-model"] == "meta-llama/Llama-2-7b-chat-hf"
+    assert flags["--data"] == str(tmp_path / "out.work" / "train.jsonl")
+    assert (tmp_path / "out.work" / "train.jsonl").is_file()  # export and mix ran; training did not
+    assert not (tmp_path / "out").exists()
+    missing = run("--base-model", "b", "--output", str(tmp_path / "x"), "--hostfile", str(tmp_path / "none"))
+    assert missing.returncode == 2 and "no hostfile at" in missing.stderr
