@@ -291,6 +291,17 @@ def data_decontaminate(ctx: typer.Context) -> None:
     decontaminate_main(ctx.args)
 
 
+@data_app.command(
+    "stats",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+)
+def data_stats(ctx: typer.Context) -> None:
+    """Examples, tokens, turns and lengths per source of a training set; --plot writes a PNG."""
+    from agentlm.data.stats import main as stats_main
+
+    stats_main(ctx.args)
+
+
 @data_app.command("scheduling-db")
 def data_scheduling_db(
     out: Annotated[Path | None, typer.Option(help="DuckDB file to write.")] = None,

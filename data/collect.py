@@ -218,8 +218,11 @@ def collect(
                 return
             conversation = conversation_from_trajectory(kept)
             conversation.id, conversation.source = task.id, source
+            record = conversation.to_record()
+            record["reward"] = kept.reward
+            record["repaired_steps"] = sum(1 for s in kept.steps if s.repair)
             with out.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(conversation.to_record(), ensure_ascii=False) + "\n")
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
             report.kept += 1
 
     out.parent.mkdir(parents=True, exist_ok=True)
