@@ -302,6 +302,17 @@ def data_stats(ctx: typer.Context) -> None:
     stats_main(ctx.args)
 
 
+@data_app.command(
+    "dbgen",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+)
+def data_dbgen(ctx: typer.Context) -> None:
+    """Generate verified dbbench-format DB tasks (training or held-out domains; see --help there)."""
+    from agentlm.data.dbgen import main as dbgen_main
+
+    dbgen_main(ctx.args)
+
+
 @data_app.command("scheduling-db")
 def data_scheduling_db(
     out: Annotated[Path | None, typer.Option(help="DuckDB file to write.")] = None,
