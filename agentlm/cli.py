@@ -365,6 +365,17 @@ def tasks_verify(
 
 
 @app.command(
+    "eval",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+)
+def eval_(ctx: typer.Context) -> None:
+    """Compare models: agent success on task files, general multiple choice and chat perplexity."""
+    from agentlm.train.eval import main as eval_main
+
+    eval_main(ctx.args)
+
+
+@app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 )
 def train(ctx: typer.Context) -> None:

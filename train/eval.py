@@ -1,0 +1,210 @@
+"""Evaluation that compares checkpoints as agents and as general models.
+
+For each model (a checkpoint directory, ``embedded``, or ``NAME=URL`` for a served endpoint):
+
+- **agent tasks**: every task of each task file (AgentBench DB/OS files; held-in sets such as the
+  dev sets, held-out sets such as ``agentlm data dbgen --domains heldout``) runs through the ReAct
+  loop in its environment, greedy as AgentBench decoded; the score is the success rate (reward 1).
+  Local checkpoints are served with ``agentlm serve`` on 127.0.0.1 for the run, so the model sees
+  exactly what serving gives it (its chat template, its stops).
+- **general ability**: multiple-choice accuracy on ``data/bundled/general_mc.jsonl`` (32 general
+  knowledge questions written for AgentLM, Apache-2.0), scored by the log-likelihood of each
+  choice, and perplexity on held-out general chat (``data/bundled/general_chat.jsonl`` or a
+  given file), both with the checkpoint loaded in-process.
+
+It prints one table (a row per model) and can write it as JSON and as a bar chart PNG.
+
+    python -m agentlm.train.eval --model embedded --model runs/tuned --tasks heldout.jsonl --plot eval.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from agentlm.agent.envs import detect_environment, get_environment
+from agentlm.agent.loop import Agent, AgentConfig
+from agentlm.agent.models import GenerationParams, OpenAIChatModel
+from agentlm.data.formats import read_jsonl
+
+
+@dataclass
+class EvalRow:
+    model: str
+    tasks: dict[str, float] = field(default_factory=dict)  # task file stem -> success rate
+    mc_accuracy: float | None = None
+    perplexity: float | None = None
+
+
+def bundled(name: str) -> Path:
+    return Path(str(resources.files("agentlm.data") / "bundled" / name))
+
+
+def agent_success(
+    model: OpenAIChatModel, task_file: Path, limit: int | None = None, max_tokens: int = 256
+) -> float:
+    """The share of runnable tasks in `task_file` the model solves (reward >= 1)."""
+    env = get_environment(detect_environment(task_file))
+    tasks = [t for t in env.load(task_file) if not t.unsupported][:limit]
+    if not tasks:
+        raise ValueError(f"{task_file}: no task that can run here")
+    solved = 0
+    config = AgentConfig(generation=GenerationParams(max_tokens=max_tokens, temperature=0.0))
+    for task in tasks:
+        with env.episode(task) as episode:
+            traj = Agent(model, episode.setup(), config).run()
+            solved += episode.reward(traj.final_answer) >= 1.0
+    return solved / len(tasks)
+
+
+def _load(checkpoint: str) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from agentlm.serve.engines.embedded import ensure_embedded_checkpoint
+
+    path = str(ensure_embedded_checkpoint()) if checkpoint == "embedded" else checkpoint
+    return AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
+def mc_accuracy(model: Any, tokenizer: Any, path: Path | None = None) -> float:
+    """Accuracy on multiple-choice questions, each choice scored by its summed log-likelihood."""
+    import torch
+
+    items = [
+        json.loads(line)
+        for line in (path or bundled("general_mc.jsonl")).read_text().splitlines()
+        if line.strip()
+    ]
+    right = 0
+    for item in items:
+        prompt = f"Question: {item['question']}\nAnswer:"
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        scores = []
+        for choice in item["choices"]:
+            ids = tokenizer(prompt + " " + choice)["input_ids"]
+            with torch.no_grad():
+                logp = torch.log_softmax(model(torch.tensor([ids])).logits[0, :-1].float(), -1)
+            targets = torch.tensor(ids[1:])
+            picked = logp[torch.arange(len(targets)), targets][len(prompt_ids) - 1 :]
+            scores.append(picked.sum().item())
+        right += max(range(len(scores)), key=scores.__getitem__) == item["answer"]
+    return right / len(items)
+
+
+def chat_perplexity(model: Any, tokenizer: Any, path: Path | None = None, limit: int = 40) -> float:
+    """Perplexity of the assistant's replies in held-out chat, rendered with the model's chat template."""
+    import torch
+
+    from agentlm.data.masks import IGNORE_INDEX, tokenize_conversation
+    from agentlm.data.templates import TEMPLATES
+
+    template = next((t for t in TEMPLATES.values() if t.jinja == tokenizer.chat_template), None)
+    if template is None:
+        raise ValueError("the checkpoint's chat template is not one of AgentLM's; cannot mask its replies")
+    nll, count = 0.0, 0
+    for conv in read_jsonl(path or bundled("general_chat.jsonl"))[:limit]:
+        ex = tokenize_conversation(tokenizer, template, conv)
+        ids, labels = torch.tensor([ex.input_ids]), torch.tensor([ex.labels])
+        with torch.no_grad():
+            logits = model(ids).logits[0, :-1].float()
+        targets = labels[0, 1:]
+        keep = targets != IGNORE_INDEX
+        nll += torch.nn.functional.cross_entropy(logits[keep], targets[keep], reduction="sum").item()
+        count += int(keep.sum())
+    return math.exp(nll / count)
+
+
+def evaluate(specs: list[str], task_files: list[Path], limit: int | None, general: bool) -> list[EvalRow]:
+    from agentlm.processes import free_port, start_server, stop
+
+    rows = []
+    for spec in specs:
+        name, _, url = spec.partition("=")
+        row = EvalRow(model=name)
+        with ExitStack() as stack:
+            if task_files:
+                if url:
+                    model = OpenAIChatModel(_served_id(url), url)
+                else:
+                    port = free_port()
+                    proc, _ = start_server(["--model", name], port, timeout=600)
+                    stack.callback(stop, proc)
+                    base = f"http://127.0.0.1:{port}/v1"
+                    model = OpenAIChatModel(_served_id(base), base)
+                for path in task_files:
+                    row.tasks[path.stem] = agent_success(model, path, limit)
+            if general and not url:
+                lm, tokenizer = _load(name)
+                row.mc_accuracy = mc_accuracy(lm, tokenizer)
+                row.perplexity = chat_perplexity(lm, tokenizer)
+        rows.append(row)
+    return rows
+
+
+def _served_id(base_url: str) -> str:
+    import openai
+
+    return openai.OpenAI(base_url=base_url, api_key="EMPTY").models.list().data[0].id
+
+
+def table(rows: list[EvalRow]) -> str:
+    task_names = sorted({t for r in rows for t in r.tasks})
+    header = ["model", *task_names, "general MC", "chat ppl"]
+    lines = [" | ".join(header), " | ".join("---" for _ in header)]
+    for r in rows:
+        cells = [r.model, *(f"{r.tasks[t]:.1%}" if t in r.tasks else "-" for t in task_names)]
+        cells.append(f"{r.mc_accuracy:.1%}" if r.mc_accuracy is not None else "-")
+        cells.append(f"{r.perplexity:.2f}" if r.perplexity is not None else "-")
+        lines.append(" | ".join(cells))
+    return "\n".join(lines)
+
+
+def plot(rows: list[EvalRow], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = sorted({t for r in rows for t in r.tasks}) + ["general MC"]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / max(1, len(rows))
+    for k, r in enumerate(rows):
+        values = [r.tasks.get(m, 0.0) for m in metrics[:-1]] + [r.mc_accuracy or 0.0]
+        ax.bar([i + k * width for i in range(len(metrics))], values, width, label=r.model)
+    ax.set_xticks([i + width * (len(rows) - 1) / 2 for i in range(len(metrics))], metrics)
+    ax.set_ylabel("success / accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="agentlm eval", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--model", action="append", required=True, help="checkpoint dir, 'embedded', or NAME=URL"
+    )
+    parser.add_argument("--tasks", action="append", type=Path, default=[], help="AgentBench DB/OS task file")
+    parser.add_argument("--limit", type=int, help="at most this many tasks per file")
+    parser.add_argument("--no-general", action="store_true", help="skip multiple choice and perplexity")
+    parser.add_argument("--json", type=Path, help="write the rows as JSON here")
+    parser.add_argument("--plot", type=Path, help="write a bar chart PNG here")
+    args = parser.parse_args(argv)
+    rows = evaluate(args.model, args.tasks, args.limit, not args.no_general)
+    print(table(rows))
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2))
+    if args.plot:
+        print(f"plot: {plot(rows, args.plot)}")
+
+
+if __name__ == "__main__":
+    main()
