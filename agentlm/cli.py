@@ -313,6 +313,17 @@ def data_dbgen(ctx: typer.Context) -> None:
     dbgen_main(ctx.args)
 
 
+@data_app.command(
+    "thoughts",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+)
+def data_thoughts(ctx: typer.Context) -> None:
+    """Give actions that lack a thought one from a teacher, marked as supplemented (see --help there)."""
+    from agentlm.data.thoughts import main as thoughts_main
+
+    thoughts_main(ctx.args)
+
+
 @data_app.command("scheduling-db")
 def data_scheduling_db(
     out: Annotated[Path | None, typer.Option(help="DuckDB file to write.")] = None,
