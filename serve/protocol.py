@@ -9,9 +9,11 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from agentlm.agent.trajectory import ChatMessage as EngineMessage
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,35 @@ class ErrorInfo(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorInfo
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "Invalid request: a field is malformed or unsupported (`error.param` names it)",
+    401: "Missing or wrong API key (only when the server has one set)",
+    404: "Unknown model, trajectory or route",
+    409: "The request conflicts with the resource's state",
+    413: "The request body is larger than the server's max_body_bytes",
+    429: "The engine's queue is full; retry after the Retry-After header's seconds",
+    500: "Internal error; the server log has the details under the request id in the message",
+    503: "The engine cannot serve",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses, all in the OpenAI error shape."""
+    responses: dict[int | str, dict[str, Any]] = {
+        s: {"model": ErrorResponse, "description": _ERROR_DESCRIPTIONS[s]} for s in statuses
+    }
+    if 429 in responses:
+        responses[429]["headers"] = {
+            "Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}
+        }
+    return responses
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+    model: str  # the served model id
 
 
 # --- models ------------------------------------------------------------------------------------
@@ -77,9 +108,19 @@ class TextContentPart(BaseModel):
     text: str
 
 
-class ChatCompletionMessageParam(BaseModel):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextContentPart] | None = None
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str  # JSON, as the model wrote it (it may not parse)
+
+
+class ChatCompletionMessageToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class _MessageParam(BaseModel):
+    content: str | list[TextContentPart] | None = None  # OpenAI requires it but for assistants; "" here
     name: str | None = None
 
     def text(self) -> str:
@@ -88,8 +129,69 @@ class ChatCompletionMessageParam(BaseModel):
         return self.content or ""
 
 
+class ChatCompletionSystemMessageParam(_MessageParam):
+    role: Literal["system"]
+
+
+class ChatCompletionDeveloperMessageParam(_MessageParam):
+    role: Literal["developer"]  # OpenAI's newer name for system
+
+
+class ChatCompletionUserMessageParam(_MessageParam):
+    role: Literal["user"]
+
+
+class ChatCompletionAssistantMessageParam(_MessageParam):
+    role: Literal["assistant"]
+    tool_calls: list[ChatCompletionMessageToolCall] | None = None
+
+
+class ChatCompletionToolMessageParam(_MessageParam):
+    role: Literal["tool"]
+    tool_call_id: str  # the call this message is the result of
+
+
+# One model per role, told apart by `role`, so the OpenAPI document says which fields each role
+# takes (a tool message needs tool_call_id) and a wrong role is one clear error.
+ChatCompletionMessageParam = Annotated[
+    ChatCompletionSystemMessageParam
+    | ChatCompletionDeveloperMessageParam
+    | ChatCompletionUserMessageParam
+    | ChatCompletionAssistantMessageParam
+    | ChatCompletionToolMessageParam,
+    Field(discriminator="role"),
+]
+MESSAGE_ROLES = ("system", "developer", "user", "assistant", "tool")
+
+
+class FunctionDefinition(BaseModel):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # a JSON Schema object
+    strict: bool | None = None
+
+
+class ChatCompletionToolParam(BaseModel):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(BaseModel):
+    name: str
+
+
+class ChatCompletionNamedToolChoiceParam(BaseModel):
+    type: Literal["function"]
+    function: FunctionName
+
+
 class StreamOptions(BaseModel):
     include_usage: bool = False
+
+
+def _stop_list(stop: str | list[str] | None) -> list[str]:
+    stops = [stop] if isinstance(stop, str) else stop or []
+    return [s for s in stops if s]
 
 
 class ChatCompletionRequest(OpenAIBaseModel):
@@ -97,37 +199,44 @@ class ChatCompletionRequest(OpenAIBaseModel):
     model: str
     max_completion_tokens: int | None = Field(default=None, ge=1)
     max_tokens: int | None = Field(default=None, ge=1)  # deprecated by OpenAI; still widely sent
-    n: int | None = 1
-    seed: int | None = None
+    n: int | None = Field(default=1, ge=1, le=1, description="only 1 is supported")
+    parallel_tool_calls: bool | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)  # int64, as OpenAI
     stop: str | list[str] | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)  # None: 1.0 (or greedy for agents)
+    tool_choice: Literal["none", "auto", "required"] | ChatCompletionNamedToolChoiceParam | None = None
+    tools: list[ChatCompletionToolParam] | None = None
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     user: str | None = None
-
-    @field_validator("n")
-    @classmethod
-    def _only_one_choice(cls, n: int | None) -> int | None:
-        if n not in (None, 1):
-            raise ValueError("only n=1 is supported")
-        return n
 
     @field_validator("stop")
     @classmethod
     def _stop_list(cls, stop: str | list[str] | None) -> list[str]:
-        stops = [stop] if isinstance(stop, str) else stop or []
-        return [s for s in stops if s]
+        return _stop_list(stop)
 
     def max_new_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
-    def chat_messages(self) -> list[dict[str, str]]:
-        """The messages as plain role/content dicts ("developer" is OpenAI's new name for system)."""
-        return [
-            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-            for m in self.messages
-        ]
+    def chat_messages(self) -> list[EngineMessage]:
+        """The messages as the engines take them ("developer" is OpenAI's new name for system)."""
+        out: list[EngineMessage] = []
+        for m in self.messages:
+            role = "system" if m.role == "developer" else m.role
+            message: EngineMessage = {"role": role, "content": m.text()}  # type: ignore[typeddict-item]
+            if isinstance(m, ChatCompletionAssistantMessageParam) and m.tool_calls:
+                message["tool_calls"] = [c.model_dump() for c in m.tool_calls]
+            if isinstance(m, ChatCompletionToolMessageParam):
+                message["tool_call_id"] = m.tool_call_id
+            out.append(message)
+        return out
+
+    def engine_tools(self) -> tuple[list[dict[str, Any]] | None, str | dict[str, Any] | None]:
+        """``tools`` and ``tool_choice`` as the engines take them (plain JSON)."""
+        tools = [t.model_dump(exclude_none=True) for t in self.tools] if self.tools else None
+        choice = self.tool_choice
+        return tools, choice.model_dump() if isinstance(choice, BaseModel) else choice
 
 
 class UsageInfo(BaseModel):
@@ -144,16 +253,20 @@ class UsageInfo(BaseModel):
         )
 
 
+FinishReason = Literal["stop", "length", "tool_calls"]
+
+
 class ChatMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
+    tool_calls: list[ChatCompletionMessageToolCall] | None = None
 
 
 class ChatCompletionResponseChoice(BaseModel):
     index: int = 0
     message: ChatMessage
     logprobs: None = None
-    finish_reason: Literal["stop", "length"] | None = "stop"
+    finish_reason: FinishReason | None = "stop"
 
 
 class ChatCompletionResponse(BaseModel):
@@ -167,16 +280,29 @@ class ChatCompletionResponse(BaseModel):
     agentlm: dict[str, Any] | None = None
 
 
+class DeltaFunctionCall(BaseModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class DeltaToolCall(BaseModel):
+    index: int  # which call of the reply this piece belongs to
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: DeltaFunctionCall | None = None
+
+
 class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[DeltaToolCall] | None = None
 
 
 class ChatCompletionStreamChoice(BaseModel):
     index: int = 0
     delta: DeltaMessage
     logprobs: None = None
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: FinishReason | None = None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -189,6 +315,56 @@ class ChatCompletionChunk(BaseModel):
     # extension, agent runs only: {"trajectory_id", "step": step dict} per step, then
     # {"trajectory_id", "stop_reason"[, "pending_writes"]} on the chunk that finishes the run
     agentlm: dict[str, Any] | None = None
+
+
+# --- completions (legacy text completions) ----------------------------------------------------
+
+
+class CompletionRequest(OpenAIBaseModel):
+    """``/v1/completions``: raw text in, text out, no chat template; one prompt, one choice."""
+
+    model: str
+    # A list holds exactly one prompt; token-id prompts are not supported.
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
+    echo: Literal[False] | None = Field(default=False, description="only false is supported")
+    max_tokens: int | None = Field(default=16, ge=1)  # OpenAI's default is 16; null: until a stop
+    n: int | None = Field(default=1, ge=1, le=1, description="only 1 is supported")
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)  # int64, as OpenAI
+    stop: str | list[str] | None = None
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)  # None: 1.0
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    user: str | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, stop: str | list[str] | None) -> list[str]:
+        return _stop_list(stop)
+
+    def max_new_tokens(self) -> int | None:
+        return self.max_tokens
+
+    def prompt_text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+
+class CompletionChoice(BaseModel):
+    text: str
+    index: int = 0
+    logprobs: None = None
+    finish_reason: Literal["stop", "length"] | None = None  # None on streamed chunks before the last
+
+
+class CompletionResponse(BaseModel):
+    """A whole completion, and (with ``usage`` only on the last) each streamed chunk."""
+
+    id: str = Field(default_factory=lambda: random_id("cmpl"))
+    object: Literal["text_completion"] = "text_completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[CompletionChoice]
+    usage: UsageInfo | None = None
 
 
 # --- feedback and trajectories (AgentLM's own endpoints) ---------------------------------------

@@ -1,10 +1,12 @@
-"""The API's logic, apart from HTTP: chat completions on the model or an agent, feedback, trajectories.
+"""The API's logic, apart from HTTP: chat and text completions, agent runs, feedback, trajectories.
 
 Routes (``app.py``) stay thin; everything here works on protocol objects and raises ``APIError``
 with an OpenAI-shaped error, so it reads (and tests) without FastAPI. A chat completion whose
 ``model`` is the served model goes straight to the engine; one whose ``model`` is an agent profile
 runs that agent server-side on the last user message and reports its steps in the ``agentlm``
-extension field.
+extension field. A text completion (``/v1/completions``) hands the engine the raw prompt
+(``GenerationRequest.prompt``): no chat template, and only on the served model. Engine errors map
+to statuses here: prompt too long or feature unsupported 400, queue full 429, any other 500.
 """
 
 from __future__ import annotations
@@ -14,22 +16,38 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Literal
 
 from agentlm.agent.models import GenerationParams
 from agentlm.agent.profiles import Profile
-from agentlm.agent.trajectory import Feedback, StopReason, Trajectory, new_trajectory_id
+from agentlm.agent.trajectory import Feedback, Step, StopReason, Trajectory, new_trajectory_id
 from agentlm.serve.agents import run_agent
-from agentlm.serve.engines import Engine, EngineError, GenerationChunk, GenerationRequest, PromptTooLongError
+from agentlm.serve.engines import (
+    Engine,
+    EngineError,
+    EngineOverloadedError,
+    GenerationChunk,
+    GenerationRequest,
+    PromptTooLongError,
+    UnsupportedFeatureError,
+)
+from agentlm.serve.metrics import Metrics
 from agentlm.serve.protocol import (
     AgentInfo,
     ChatCompletionChunk,
+    ChatCompletionMessageToolCall,
+    ChatCompletionNamedToolChoiceParam,
     ChatCompletionRequest,
     ChatCompletionResponse,
     ChatCompletionResponseChoice,
     ChatCompletionStreamChoice,
     ChatMessage,
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+    DeltaFunctionCall,
     DeltaMessage,
+    DeltaToolCall,
     ErrorInfo,
     ErrorResponse,
     FeedbackRequest,
@@ -47,6 +65,7 @@ from agentlm.serve.store import TrajectoryStore
 log = logging.getLogger(__name__)
 
 AGENT_OWNER = "agentlm-agent"  # ModelCard.owned_by of agent profiles
+RETRY_AFTER_SECONDS = 1  # the Retry-After of a 429: a queue slot frees when any reply finishes
 
 # What the user reads when an agent run ends without an answer.
 _NO_ANSWER = {
@@ -66,10 +85,12 @@ class APIError(Exception):
         type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        headers: dict[str, str] | None = None,
     ):
         super().__init__(message)
         self.status = status
         self.body = ErrorResponse(error=ErrorInfo(message=message, type=type, param=param, code=code))
+        self.headers = headers
 
 
 def sse(payload: Any) -> str:
@@ -94,7 +115,13 @@ def agent_usage(traj: Trajectory) -> UsageInfo:
 class Serving:
     """Serves one engine's model and the agent profiles built on it."""
 
-    def __init__(self, engine: Engine, store: TrajectoryStore, profiles: dict[str, Profile]):
+    def __init__(
+        self,
+        engine: Engine,
+        store: TrajectoryStore,
+        profiles: dict[str, Profile],
+        metrics: Metrics | None = None,
+    ):
         if engine.model_id in profiles:
             raise ValueError(
                 f"the served model id {engine.model_id!r} is also an agent profile id; rename one"
@@ -102,6 +129,7 @@ class Serving:
         self.engine = engine
         self.store = store
         self.profiles = profiles
+        self.metrics = metrics or Metrics()
         self._writes_lock = threading.Lock()  # one approval at a time: no change is applied twice
 
     # --- models ---------------------------------------------------------------------------------
@@ -117,62 +145,116 @@ class Serving:
 
     async def chat(self, request: ChatCompletionRequest) -> ChatCompletionResponse | AsyncIterator[str]:
         """A response, or for ``stream`` the server-sent events to send (ending with [DONE])."""
+        _check_tool_choice(request)
         if request.model == self.engine.model_id:
             return await self._chat_model(request)
         if request.model in self.profiles:
+            if request.tools:
+                raise APIError(
+                    400,
+                    f"the agent {request.model!r} brings its own tools and takes none from the request; "
+                    f"send tools to the served model {self.engine.model_id!r}",
+                    param="tools",
+                )
             return await self._chat_agent(request, self.profiles[request.model])
+        raise self._unknown_model(request.model)
+
+    def _unknown_model(self, model: str) -> APIError:
         available = ", ".join(c.id for c in self.models().data)
-        raise APIError(
+        return APIError(
             404,
-            f"The model '{request.model}' does not exist; available: {available}",
+            f"The model '{model}' does not exist; available: {available}",
             param="model",
             code="model_not_found",
         )
 
-    async def _chat_model(
-        self, request: ChatCompletionRequest
-    ) -> ChatCompletionResponse | AsyncIterator[str]:
-        request_id = random_id("chatcmpl")
-        generation = GenerationRequest(
-            messages=request.chat_messages(),  # type: ignore[arg-type]
+    async def _start(
+        self, generation: GenerationRequest, model: str, prompt_param: str
+    ) -> AsyncIterator[GenerationChunk]:
+        """Start a generation and wait for its first chunk, so a refused request is an HTTP error
+        and not a broken stream; returns all its chunks (the first included)."""
+        started = time.perf_counter()
+        chunks = self.engine.generate(generation)
+        try:
+            first = await anext(chunks)
+        except PromptTooLongError as e:
+            raise APIError(400, str(e), param=prompt_param, code="context_length_exceeded") from e
+        except EngineOverloadedError as e:
+            raise APIError(
+                429,
+                f"the server is busy ({e}); retry in a moment",
+                type="rate_limit_error",
+                code="engine_overloaded",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            ) from e
+        except UnsupportedFeatureError as e:
+            raise APIError(400, str(e), code="unsupported_feature") from e
+        except EngineError as e:
+            raise APIError(500, f"the model failed: {e}", type="server_error") from e
+        self.metrics.time_to_first_token.labels(model).observe(time.perf_counter() - started)
+        return self._chunks(model, first, chunks)
+
+    async def _chunks(
+        self, model: str, first: GenerationChunk, chunks: AsyncIterator[GenerationChunk]
+    ) -> AsyncIterator[GenerationChunk]:
+        """The chunks up to the finishing one; counts the tokens however the generation ends, and
+        stops the engine when the consumer leaves early."""
+        last = first
+        try:
+            yield first
+            if first.finish_reason is None:
+                async for last in chunks:  # noqa: B007 (`last` is read in finally)
+                    yield last
+                    if last.finish_reason is not None:
+                        break
+        finally:
+            self.metrics.tokens(model, last.prompt_tokens, last.completion_tokens)
+            await chunks.aclose()  # type: ignore[attr-defined]
+
+    def _generation(
+        self, request: ChatCompletionRequest | CompletionRequest, request_id: str, **kw: Any
+    ) -> GenerationRequest:
+        return GenerationRequest(
             max_tokens=request.max_new_tokens(),
             temperature=1.0 if request.temperature is None else request.temperature,
             top_p=1.0 if request.top_p is None else request.top_p,
             stop=request.stop or [],  # type: ignore[arg-type]
             seed=request.seed,
             request_id=request_id,
+            **kw,
         )
-        chunks = self.engine.generate(generation)
-        # Wait for the first chunk here, so a bad prompt is an HTTP error and not a broken stream.
+
+    async def _chat_model(
+        self, request: ChatCompletionRequest
+    ) -> ChatCompletionResponse | AsyncIterator[str]:
+        request_id = random_id("chatcmpl")
+        tools, tool_choice = request.engine_tools()
+        generation = self._generation(
+            request, request_id, messages=request.chat_messages(), tools=tools, tool_choice=tool_choice
+        )
+        chunks = await self._start(generation, request.model, "messages")
+        if request.stream:
+            return self._stream_model(request, request_id, chunks)
+        parts: list[str] = []
+        calls: list[dict[str, Any]] = []
         try:
-            first = await anext(chunks)
-        except PromptTooLongError as e:
-            raise APIError(400, str(e), param="messages", code="context_length_exceeded") from e
+            async for last in chunks:  # noqa: B007 (the last chunk has the finish reason and usage)
+                parts.append(last.text)
+                calls.extend(last.tool_calls or [])
         except EngineError as e:
             raise APIError(500, f"the model failed: {e}", type="server_error") from e
-        if request.stream:
-            return self._stream_model(request, request_id, first, chunks)
-        parts, last = [first.text], first
-        async for chunk in chunks:
-            parts.append(chunk.text)
-            last = chunk
+        tool_calls = [ChatCompletionMessageToolCall.model_validate(c) for c in calls] or None
+        content = "".join(parts)
+        message = ChatMessage(content=None if tool_calls and not content else content, tool_calls=tool_calls)
         return ChatCompletionResponse(
             id=request_id,
             model=request.model,
-            choices=[
-                ChatCompletionResponseChoice(
-                    message=ChatMessage(content="".join(parts)), finish_reason=last.finish_reason
-                )
-            ],
+            choices=[ChatCompletionResponseChoice(message=message, finish_reason=last.finish_reason)],
             usage=UsageInfo.of(last.prompt_tokens, last.completion_tokens),
         )
 
     async def _stream_model(
-        self,
-        request: ChatCompletionRequest,
-        request_id: str,
-        first: GenerationChunk,
-        chunks: AsyncIterator[GenerationChunk],
+        self, request: ChatCompletionRequest, request_id: str, chunks: AsyncIterator[GenerationChunk]
     ) -> AsyncIterator[str]:
         created = int(time.time())
 
@@ -180,14 +262,16 @@ class Serving:
             choice = ChatCompletionStreamChoice(delta=delta, finish_reason=finish_reason)
             return ChatCompletionChunk(id=request_id, created=created, model=request.model, choices=[choice])
 
+        n_calls = 0
         try:
             yield sse(chunk(DeltaMessage(role="assistant", content="")))
-            last = first
-            if first.text or first.finish_reason:
-                yield sse(chunk(DeltaMessage(content=first.text), first.finish_reason))
-            while last.finish_reason is None:
-                last = await anext(chunks)
-                yield sse(chunk(DeltaMessage(content=last.text or None), last.finish_reason))
+            async for last in chunks:
+                if not (last.text or last.tool_calls or last.finish_reason):
+                    continue
+                deltas = [_delta_tool_call(n_calls + i, c) for i, c in enumerate(last.tool_calls or [])]
+                n_calls += len(deltas)
+                delta = DeltaMessage(content=last.text or None, tool_calls=deltas or None)
+                yield sse(chunk(delta, last.finish_reason))
             if request.stream_options and request.stream_options.include_usage:
                 usage = UsageInfo.of(last.prompt_tokens, last.completion_tokens)
                 yield sse(
@@ -199,8 +283,67 @@ class Serving:
             log.warning("request %s: %s", request_id, e)
             yield sse(ErrorResponse(error=ErrorInfo(message=f"the model failed: {e}", type="server_error")))
         finally:
-            await chunks.aclose()  # the client may have left: stop generating for it
+            await chunks.aclose()  # type: ignore[attr-defined]  # the client may have left: stop generating
         yield "data: [DONE]\n\n"
+
+    # --- completions (legacy) ------------------------------------------------------------------
+
+    async def completions(self, request: CompletionRequest) -> CompletionResponse | AsyncIterator[str]:
+        """Raw text completion on the served model: the prompt goes to the model as it is, with no
+        chat template. A response, or for ``stream`` the server-sent events (ending with [DONE])."""
+        if request.model in self.profiles:
+            raise APIError(
+                400,
+                f"{request.model!r} is an agent profile, and agents answer chat only: "
+                "use POST /v1/chat/completions",
+                param="model",
+                code="agent_needs_chat",
+            )
+        if request.model != self.engine.model_id:
+            raise self._unknown_model(request.model)
+        request_id = random_id("cmpl")
+        generation = self._generation(request, request_id, messages=[], prompt=request.prompt_text())
+        chunks = await self._start(generation, request.model, "prompt")
+        if request.stream:
+            return self._stream_completion(request, request_id, chunks)
+        parts: list[str] = []
+        try:
+            async for last in chunks:  # noqa: B007 (the last chunk has the finish reason and usage)
+                parts.append(last.text)
+        except EngineError as e:
+            raise APIError(500, f"the model failed: {e}", type="server_error") from e
+        return CompletionResponse(
+            id=request_id,
+            model=request.model,
+            choices=[CompletionChoice(text="".join(parts), finish_reason=_text_finish(last.finish_reason))],
+            usage=UsageInfo.of(last.prompt_tokens, last.completion_tokens),
+        )
+
+    async def _stream_completion(
+        self, request: CompletionRequest, request_id: str, chunks: AsyncIterator[GenerationChunk]
+    ) -> AsyncIterator[str]:
+        created = int(time.time())
+
+        def chunk(choices: list[CompletionChoice], usage: UsageInfo | None = None) -> CompletionResponse:
+            return CompletionResponse(
+                id=request_id, created=created, model=request.model, choices=choices, usage=usage
+            )
+
+        try:
+            async for last in chunks:
+                if last.text or last.finish_reason:
+                    finish = _text_finish(last.finish_reason)
+                    yield sse(chunk([CompletionChoice(text=last.text, finish_reason=finish)]))
+            if request.stream_options and request.stream_options.include_usage:
+                yield sse(chunk([], UsageInfo.of(last.prompt_tokens, last.completion_tokens)))
+        except EngineError as e:
+            log.warning("request %s: %s", request_id, e)
+            yield sse(ErrorResponse(error=ErrorInfo(message=f"the model failed: {e}", type="server_error")))
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
+        yield "data: [DONE]\n\n"
+
+    # --- agents ---------------------------------------------------------------------------------
 
     async def _chat_agent(
         self, request: ChatCompletionRequest, profile: Profile
@@ -220,7 +363,9 @@ class Serving:
         if request.max_new_tokens() is not None:
             params.max_tokens = request.max_new_tokens()  # type: ignore[assignment]
         trajectory_id = new_trajectory_id()
-        events = run_agent(profile, self.engine, self.store, task, params, trajectory_id)
+        events = self._observed(
+            profile.id, run_agent(profile, self.engine, self.store, task, params, trajectory_id)
+        )
         if request.stream:
             return self._stream_agent(request, trajectory_id, events)
         async for event in events:
@@ -237,6 +382,20 @@ class Serving:
                 "steps": [asdict(s) for s in traj.steps],
             },
         )
+
+    async def _observed(
+        self, profile: str, events: AsyncIterator[Step | Trajectory]
+    ) -> AsyncIterator[Step | Trajectory]:
+        """An agent run's events, counted into the metrics on the way through."""
+        try:
+            async for event in events:
+                if isinstance(event, Trajectory):
+                    self.metrics.agent_run(profile, event)
+                else:
+                    self.metrics.agent_step(profile, event)
+                yield event
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]  # stops the run if the client left
 
     async def _stream_agent(
         self, request: ChatCompletionRequest, trajectory_id: str, events: AsyncIterator[Any]
@@ -344,6 +503,37 @@ class Serving:
 
     def trajectories(self, profile: str | None, limit: int, offset: int) -> TrajectoryList:
         return TrajectoryList(data=[t.to_dict() for t in self.store.list(profile, limit, offset)])
+
+
+def _check_tool_choice(request: ChatCompletionRequest) -> None:
+    # As OpenAI: a tool_choice without tools, or naming a tool not given, is the client's mistake.
+    choice = request.tool_choice
+    if choice is None:
+        return
+    if not request.tools:
+        raise APIError(400, "tool_choice needs tools: send the tools the model may call", param="tool_choice")
+    names = {t.function.name for t in request.tools}
+    if isinstance(choice, ChatCompletionNamedToolChoiceParam) and choice.function.name not in names:
+        raise APIError(
+            400,
+            f"tool_choice names {choice.function.name!r}, which is not among the tools ({', '.join(sorted(names))})",
+            param="tool_choice",
+        )
+
+
+def _delta_tool_call(index: int, call: dict[str, Any]) -> DeltaToolCall:
+    """A whole tool call (as engines report it) as one streamed piece."""
+    function = call.get("function", {})
+    return DeltaToolCall(
+        index=index,
+        id=call.get("id"),
+        type="function",
+        function=DeltaFunctionCall(name=function.get("name"), arguments=function.get("arguments")),
+    )
+
+
+def _text_finish(reason: str | None) -> Literal["stop", "length"] | None:
+    return None if reason is None else "length" if reason == "length" else "stop"
 
 
 def _no_trajectory(trajectory_id: str, param: str | None = None) -> APIError:

@@ -47,6 +47,8 @@ class GenerationRequest:
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     request_id: str = ""  # for logs
+    # /v1/completions: raw text used as it is (no chat template); `messages` is then [].
+    prompt: str | None = None
     # OpenAI tool calling, passed to engines that support it (remote, vLLM); others refuse it.
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import openai
@@ -11,6 +12,7 @@ from fastapi.testclient import TestClient
 from openai import OpenAI
 
 from agentlm.serve.app import create_app
+from agentlm.serve.engines import Engine, GenerationChunk, GenerationRequest, UnsupportedFeatureError
 from agentlm.serve.engines.embedded import EmbeddedEngine
 from agentlm.serve.settings import ServeSettings
 
@@ -258,3 +260,176 @@ def test_remote_engine_forwards_to_an_openai_compatible_server(client: OpenAI, s
         assert reply["choices"][0]["message"]["content"] == text
         assert reply["usage"] == direct.usage.model_dump(exclude_none=True)
         assert http.get("/health").status_code == 200
+
+
+# --- tool calling (a scripted engine: the tiny model cannot call tools) --------------------------
+
+
+class ToolCaller(Engine):
+    """Says a word, then calls `weather` twice (complete calls, on the finishing chunk)."""
+
+    model_id = "tool-caller"
+
+    def __init__(self, error: Exception | None = None):
+        self.error = error
+        self.requests: list[GenerationRequest] = []
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        self.requests.append(request)
+        if self.error:
+            raise self.error
+        calls = [
+            {
+                "id": f"call_{i}",
+                "type": "function",
+                "function": {"name": "weather", "arguments": f'{{"city": "{c}"}}'},
+            }
+            for i, c in enumerate(["Oslo", "Rome"])
+        ]
+        yield GenerationChunk("Checking.", 9, 2)
+        yield GenerationChunk("", 9, 20, "tool_calls", tool_calls=calls)
+
+    async def health(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+@pytest.fixture
+def tool_app(tmp_path) -> Iterator[tuple[OpenAI, ToolCaller, TestClient]]:
+    engine = ToolCaller()
+    app = create_app(ServeSettings(store=tmp_path / "s.sqlite3", profiles=["hr-assistant"]), engine=engine)
+    with TestClient(app) as http:
+        yield (
+            OpenAI(base_url="http://testserver/v1", api_key="x", http_client=http, max_retries=0),
+            engine,
+            http,
+        )
+
+
+def test_tools_reach_the_engine_and_tool_calls_come_back(tool_app) -> None:
+    sdk, engine, _ = tool_app
+    reply = sdk.chat.completions.create(
+        model="tool-caller", messages=HELLO, tools=[WEATHER], tool_choice="required"
+    )
+    assert engine.requests[0].tools == [WEATHER] and engine.requests[0].tool_choice == "required"
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content == "Checking."
+    assert [(c.id, c.function.name, c.function.arguments) for c in choice.message.tool_calls] == [
+        ("call_0", "weather", '{"city": "Oslo"}'),
+        ("call_1", "weather", '{"city": "Rome"}'),
+    ]
+    assert reply.usage.completion_tokens == 20
+
+    chunks = list(
+        sdk.chat.completions.create(
+            model="tool-caller",
+            messages=HELLO,
+            tools=[WEATHER],
+            tool_choice={"type": "function", "function": {"name": "weather"}},
+            stream=True,
+        )
+    )
+    assert engine.requests[1].tool_choice == {"type": "function", "function": {"name": "weather"}}
+    deltas = [d for c in chunks for d in c.choices[0].delta.tool_calls or []]
+    assert [(d.index, d.id, d.function.name) for d in deltas] == [
+        (0, "call_0", "weather"),
+        (1, "call_1", "weather"),
+    ]
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_a_conversation_with_tool_results_reaches_the_engine(tool_app) -> None:
+    sdk, engine, _ = tool_app
+    call = {"id": "call_0", "type": "function", "function": {"name": "weather", "arguments": "{}"}}
+    messages = [
+        *HELLO,
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_0", "content": "sunny"},
+    ]
+    sdk.chat.completions.create(model="tool-caller", messages=messages, tools=[WEATHER])
+    sent = engine.requests[0].messages
+    assert sent[1] == {"role": "assistant", "content": "", "tool_calls": [call]}
+    assert sent[2] == {"role": "tool", "content": "sunny", "tool_call_id": "call_0"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"tool_choice": "auto"}, "tool_choice"),  # no tools
+        (
+            {"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+            "tool_choice",
+        ),
+        ({"tools": [{"type": "function", "function": {"name": "has spaces"}}]}, "tools.0.function.name"),
+        ({"tools": [{"type": "retrieval"}]}, "tools.0.type"),
+        ({"tool_choice": "sometimes", "tools": [WEATHER]}, "tool_choice"),
+        ({"messages": [{"role": "tool", "content": "sunny"}]}, "messages.0"),  # no tool_call_id
+    ],
+)
+def test_malformed_tool_requests_are_400(tool_app, extra: dict, param: str) -> None:
+    _, _, http = tool_app
+    response = http.post("/v1/chat/completions", json={"model": "tool-caller", "messages": HELLO, **extra})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"].startswith(param)
+
+
+def test_agents_take_no_tools_from_the_request(tool_app) -> None:
+    _, _, http = tool_app
+    body = {"model": "hr-assistant", "messages": HELLO, "tools": [WEATHER]}
+    response = http.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400 and response.json()["error"]["param"] == "tools"
+
+
+def test_an_engine_refusing_a_feature_is_400(tmp_path) -> None:
+    engine = ToolCaller(UnsupportedFeatureError("the embedded engine cannot call tools"))
+    app = create_app(ServeSettings(store=tmp_path / "s.sqlite3", profiles=[]), engine=engine)
+    with TestClient(app) as http:
+        response = http.post(
+            "/v1/chat/completions", json={"model": "tool-caller", "messages": HELLO, "tools": [WEATHER]}
+        )
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "message": "the embedded engine cannot call tools",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "unsupported_feature",
+    }
+
+
+def test_a_failing_engine_is_500_with_a_request_id_and_no_stack(tmp_path, caplog) -> None:
+    engine = ToolCaller(ZeroDivisionError("secret internals"))
+    app = create_app(ServeSettings(store=tmp_path / "s.sqlite3", profiles=[]), engine=engine)
+    with TestClient(app, raise_server_exceptions=False) as http:
+        response = http.post("/v1/chat/completions", json={"model": "tool-caller", "messages": HELLO})
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert (
+        error["type"] == "server_error" and "secret" not in response.text and "Traceback" not in response.text
+    )
+    request_id = error["message"].rsplit(" ", 1)[-1]
+    assert request_id.startswith("req-") and request_id in caplog.text and "ZeroDivisionError" in caplog.text
+
+
+def test_openapi_document_is_served_and_declares_the_errors(server) -> None:
+    doc = httpx.get(f"{server.url}/openapi.json").json()
+    chat = doc["paths"]["/v1/chat/completions"]["post"]
+    assert set(chat["responses"]) == {"200", "400", "401", "404", "413", "429", "500"}
+    assert set(chat["responses"]["200"]["content"]) == {"application/json", "text/event-stream"}
+    assert chat["responses"]["429"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/ErrorResponse"
+    )
+    assert "/v1/completions" in doc["paths"] and "/metrics" in doc["paths"]
+    assert "ChatCompletionChunk" in doc["components"]["schemas"]
+    assert "422" not in str(doc)  # validation errors are 400s
