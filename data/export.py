@@ -2,16 +2,20 @@
 
 By default only runs worth learning from are exported (``Trajectory.succeeded``: a user liked it,
 or an environment rewarded it), and a user's corrected answer replaces the model's. The store is
-opened read-only, so exporting while the server runs is safe.
+read from a snapshot on a read-only connection, so exporting while the server runs is safe and
+sees one consistent moment. The server streams the same records at ``GET /v1/trajectories/export``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from agentlm.data.formats import Conversation, DataFormatError, conversation_from_trajectory, write_jsonl
+from agentlm.agent.trajectory import Trajectory
+from agentlm.data.formats import DataFormatError, conversation_from_trajectory
 from agentlm.serve.store import TrajectoryStore
 
 
@@ -22,23 +26,34 @@ class ExportReport:
     skipped: int = 0  # not succeeded (and include_all off), no steps to learn from, or tool-calling
 
 
+def trajectory_records(
+    trajectories: Iterable[Trajectory],
+    include_all: bool = False,
+    use_corrections: bool = True,
+    report: ExportReport | None = None,
+) -> Iterator[dict[str, Any]]:
+    """AgentInstruct records of the runs worth learning from (all runs with `include_all`)."""
+    report = report if report is not None else ExportReport()
+    for traj in trajectories:
+        report.examined += 1
+        if not traj.steps or not (include_all or traj.succeeded):
+            report.skipped += 1
+            continue
+        try:
+            yield conversation_from_trajectory(traj, use_correction=use_corrections).to_record()
+        except DataFormatError:
+            report.skipped += 1
+
+
 def export_trajectories(
     store_path: str | Path, out_path: str | Path, include_all: bool = False, use_corrections: bool = True
 ) -> ExportReport:
-    """Write the store's trajectories to `out_path` as AgentInstruct-format JSONL."""
+    """Write the store's trajectories to `out_path` as AgentInstruct-format JSONL (a consistent snapshot)."""
     report = ExportReport()
-
-    def conversations(store: TrajectoryStore) -> Iterator[Conversation]:
-        for traj in store.iter_all():
-            report.examined += 1
-            if not traj.steps or not (include_all or traj.succeeded):
-                report.skipped += 1
-                continue
-            try:
-                yield conversation_from_trajectory(traj, use_correction=use_corrections)
-            except DataFormatError:
-                report.skipped += 1
-
-    with TrajectoryStore(store_path, readonly=True) as store:
-        report.written = write_jsonl(out_path, conversations(store))
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with TrajectoryStore(store_path, readonly=True) as store, out_path.open("w", encoding="utf-8") as out:
+        for record in trajectory_records(store.snapshot(), include_all, use_corrections, report):
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            report.written += 1
     return report

@@ -22,7 +22,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -169,14 +169,49 @@ def feedback(body: FeedbackRequest, serving: ServingDep) -> FeedbackResponse:
     return serving.feedback(body)
 
 
+def _trajectory_filter(
+    profile: str | None = None,
+    model: str | None = None,
+    rating: Annotated[
+        Literal["1", "-1", "none"] | None, Query(description="1, -1, or none (no feedback)")
+    ] = None,
+    min_reward: float | None = None,
+    max_reward: float | None = None,
+    since: Annotated[float | None, Query(description="unix seconds, inclusive")] = None,
+    until: Annotated[float | None, Query(description="unix seconds, exclusive")] = None,
+) -> dict[str, Any]:
+    return {
+        "profile": profile,
+        "model": model,
+        "rating": None if rating is None else ("none" if rating == "none" else int(rating)),
+        "min_reward": min_reward,
+        "max_reward": max_reward,
+        "since": since,
+        "until": until,
+    }
+
+
+FilterDep = Annotated[dict[str, Any], Depends(_trajectory_filter)]
+
+
 @v1.get("/trajectories")
 def trajectories(
     serving: ServingDep,
-    profile: str | None = None,
+    filters: FilterDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,  # SQLite integers are 64-bit
 ) -> TrajectoryList:
-    return serving.trajectories(profile, limit, offset)
+    return serving.trajectories(filters, limit, offset)
+
+
+@v1.get(
+    "/trajectories/export",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}}, "description": "AgentInstruct-format JSONL"}},
+)
+def export(serving: ServingDep, filters: FilterDep, include_all: bool = False) -> StreamingResponse:
+    """Training-ready JSONL (liked or reward-1 runs unless include_all), from a consistent snapshot."""
+    return StreamingResponse(serving.export(filters, include_all), media_type="application/x-ndjson")
 
 
 @v1.get("/trajectories/{trajectory_id}", responses=error_responses(404))

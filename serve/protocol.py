@@ -407,3 +407,5 @@ class WritesResponse(BaseModel):
 class TrajectoryList(BaseModel):
     object: Literal["list"] = "list"
     data: list[dict[str, Any]]  # Trajectory.to_dict() each
+    total: int = 0  # matching trajectories, all pages together
+    has_more: bool = False

@@ -11,10 +11,11 @@ to statuses here: prompt too long or feature unsupported 400, queue full 429, an
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict
 from typing import Any, Literal
 
@@ -501,8 +502,19 @@ class Serving:
             raise _no_trajectory(trajectory_id)
         return traj.to_dict()
 
-    def trajectories(self, profile: str | None, limit: int, offset: int) -> TrajectoryList:
-        return TrajectoryList(data=[t.to_dict() for t in self.store.list(profile, limit, offset)])
+    def trajectories(self, filters: dict[str, Any], limit: int, offset: int) -> TrajectoryList:
+        page = self.store.list(limit=limit, offset=offset, **filters)
+        total = self.store.count(**filters)
+        return TrajectoryList(
+            data=[t.to_dict() for t in page], total=total, has_more=offset + len(page) < total
+        )
+
+    def export(self, filters: dict[str, Any], include_all: bool) -> Iterator[bytes]:
+        """AgentInstruct JSONL lines of the stored runs worth training on, read from a snapshot."""
+        from agentlm.data.export import trajectory_records
+
+        for record in trajectory_records(self.store.snapshot(**filters), include_all=include_all):
+            yield (json.dumps(record, ensure_ascii=False) + "\n").encode()
 
 
 def _check_tool_choice(request: ChatCompletionRequest) -> None:

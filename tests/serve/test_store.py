@@ -15,7 +15,7 @@ from agentlm.agent.trajectory import (
     ToolCall,
     Trajectory,
 )
-from agentlm.serve.store import StoreError, TrajectoryStore
+from agentlm.serve.store import SCHEMA_VERSION, StoreError, TrajectoryStore
 
 
 def make_trajectory(profile: str = "hr-assistant", created_at: float = 1000.0, **kw) -> Trajectory:
@@ -55,7 +55,7 @@ def store(tmp_path: Path):
 def test_the_store_uses_wal_and_full_sync(store: TrajectoryStore) -> None:
     with sqlite3.connect(store.path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
     assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
@@ -131,3 +131,63 @@ def test_a_store_from_a_newer_agentlm_is_refused(tmp_path: Path) -> None:
         conn.execute("UPDATE schema_version SET version = 99")
     with pytest.raises(StoreError, match="schema version 99"):
         TrajectoryStore(path)
+
+
+# --- migrations, filters, snapshots ----------------------------------------------------------------
+
+V1_SCHEMA = """
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+CREATE TABLE trajectories (id TEXT PRIMARY KEY, profile TEXT NOT NULL, model TEXT NOT NULL,
+    created_at REAL NOT NULL, reward REAL, rating INTEGER, data TEXT NOT NULL);
+CREATE TABLE feedback (seq INTEGER PRIMARY KEY AUTOINCREMENT, trajectory_id TEXT NOT NULL,
+    rating INTEGER NOT NULL, comment TEXT NOT NULL, corrected_answer TEXT, created_at REAL NOT NULL);
+INSERT INTO schema_version VALUES (1);
+"""
+
+
+def test_a_version_1_store_is_upgraded_in_place_without_losing_rows(tmp_path: Path) -> None:
+    path = tmp_path / "v1.sqlite3"
+    old = make_trajectory(created_at=5.0)
+    with sqlite3.connect(path) as conn:
+        conn.executescript(V1_SCHEMA)
+        conn.execute(
+            "INSERT INTO trajectories VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (old.id, old.profile, old.model, old.created_at, None, 1, old.to_json()),
+        )
+        conn.execute(
+            "INSERT INTO feedback (trajectory_id, rating, comment, created_at) VALUES (?, 1, 'good', 6.0)",
+            (old.id,),
+        )
+    with TrajectoryStore(path) as store:
+        (back,) = store.list()
+        assert back.id == old.id and back.feedback.comment == "good"
+        assert store.list(stop_reason="answer")[0].id == old.id  # the new column was filled from the JSON
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_filters_and_counts(store: TrajectoryStore) -> None:
+    a = make_trajectory("hr-assistant", 10.0, reward=1.0)
+    b = make_trajectory("scheduling-assistant", 20.0, reward=0.0)
+    c = make_trajectory("hr-assistant", 30.0)
+    for t in (a, b, c):
+        store.save(t)
+    store.set_feedback(c.id, Feedback(-1))
+    ids = lambda **f: [t.id for t in store.list(**f)]  # noqa: E731
+    assert ids(profile="hr-assistant") == [c.id, a.id]
+    assert ids(rating=-1) == [c.id] and ids(rating="none") == [b.id, a.id]
+    assert ids(min_reward=0.5) == [a.id] and ids(max_reward=0.5) == [b.id]
+    assert ids(since=15.0, until=30.0) == [b.id]
+    assert store.count() == 3 and store.count(profile="hr-assistant") == 2 and store.count(model="other") == 0
+
+
+def test_a_snapshot_is_one_moment_while_writers_go_on(store: TrajectoryStore) -> None:
+    for i in range(30):
+        store.save(make_trajectory(created_at=float(i)))
+    snapshot = store.snapshot(page=5)
+    first = next(snapshot)
+    for i in range(30, 40):  # written while the export is half-way: not blocked, not seen
+        store.save(make_trajectory(created_at=float(i)))
+    rest = list(snapshot)
+    assert first.created_at == 0.0 and len(rest) == 29 and len(store) == 40
