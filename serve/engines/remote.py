@@ -69,18 +69,28 @@ class RemoteEngine(Engine):
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         import openai
 
+        common = {
+            "model": self.remote_model,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "stop": request.stop or None,
+            "seed": request.seed,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         try:
-            stream = await self._client.chat.completions.create(
-                model=self.remote_model,
-                messages=request.messages,  # type: ignore[arg-type]
-                max_tokens=request.max_tokens,
-                temperature=request.temperature,
-                top_p=request.top_p,
-                stop=request.stop or None,
-                seed=request.seed,
-                stream=True,
-                stream_options={"include_usage": True},
-            )
+            if request.prompt is not None:  # /v1/completions: the raw prompt, no chat template
+                stream = await self._client.completions.create(prompt=request.prompt, **common)
+            else:
+                tools = {"tools": request.tools} if request.tools else {}
+                if request.tools and request.tool_choice is not None:
+                    tools["tool_choice"] = request.tool_choice
+                stream = await self._client.chat.completions.create(
+                    messages=request.messages,  # type: ignore[arg-type]
+                    **common,
+                    **tools,
+                )
         except openai.BadRequestError as e:
             if "context" in str(e).lower():
                 raise PromptTooLongError(str(e)) from e
@@ -90,6 +100,7 @@ class RemoteEngine(Engine):
 
         prompt_tokens = completion_tokens = 0
         finish = None
+        calls: dict[int, dict] = {}  # streamed tool calls, assembled by index
         try:
             async for chunk in stream:
                 if chunk.usage is not None:  # the last chunk, with include_usage
@@ -101,13 +112,26 @@ class RemoteEngine(Engine):
                     continue
                 choice = chunk.choices[0]
                 finish = choice.finish_reason or finish
-                if choice.delta.content:
+                text = choice.text if request.prompt is not None else choice.delta.content
+                for delta in getattr(getattr(choice, "delta", None), "tool_calls", None) or []:
+                    call = calls.setdefault(
+                        delta.index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
+                    )
+                    call["id"] = delta.id or call["id"]
+                    if delta.function is not None:
+                        call["function"]["name"] += delta.function.name or ""
+                        call["function"]["arguments"] += delta.function.arguments or ""
+                if text:
                     completion_tokens += 1  # an estimate until the usage chunk arrives
-                    yield GenerationChunk(choice.delta.content, prompt_tokens, completion_tokens)
+                    yield GenerationChunk(text, prompt_tokens, completion_tokens)
         except openai.OpenAIError as e:
             raise EngineError(f"{self.base_url} failed mid-stream: {e}") from e
         finally:
             await stream.close()  # closing the connection tells the remote server to stop
+        if calls:
+            tool_calls = [calls[i] for i in sorted(calls)]
+            yield GenerationChunk("", prompt_tokens, completion_tokens, "tool_calls", tool_calls=tool_calls)
+            return
         yield GenerationChunk(
             "", prompt_tokens, completion_tokens, "length" if finish == "length" else "stop"
         )
@@ -121,4 +145,9 @@ class RemoteEngine(Engine):
             raise EngineError(f"{self.base_url} is not reachable: {e}") from e
 
     def close(self) -> None:
-        pass  # the HTTP client's connections close with the process
+        import asyncio
+
+        try:
+            asyncio.get_running_loop().create_task(self._client.close())
+        except RuntimeError:  # no running loop: close synchronously
+            asyncio.run(self._client.close())

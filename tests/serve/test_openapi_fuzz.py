@@ -106,7 +106,7 @@ def fuzz(
         body = case.body if isinstance(case.body, dict) else {}
         if real_models and model and "model" in body:
             body["model"] = model
-        newest = store.list(None, 1, 0)
+        newest = store.list(limit=1)
         if positive and known_run and newest:
             if "trajectory_id" in (case.path_parameters or {}):
                 case.path_parameters["trajectory_id"] = newest[0].id

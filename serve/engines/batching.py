@@ -1,0 +1,161 @@
+"""Continuous batching for the embedded engine: many sequences decoded by one forward pass a step.
+
+The running sequences share one transformers ``DynamicCache``, left-padded so that every row's
+newest token sits in the same (last) column; a 2-D attention mask marks the padding and each row
+carries its own position ids, so padding changes nothing but which columns are masked out.
+Between decode steps a new sequence joins (its prompt is prefilled alone, then its cache is padded
+to the batch's length and stacked under the others) and finished or abandoned ones leave (their
+rows are dropped, and columns that are padding in every remaining row are cut off the left).
+
+Sliding-window layers (Gemma 3) keep only the last ``sliding_window - 1`` columns; that is the
+same for every row once they are right-aligned, so the same surgery applies with the cap.
+
+Why padding and not one cache per sequence: stacking per-sequence caches every step copies the
+whole cache per step, and on two CPU cores the step is bound by reading the weights once; one
+padded batch reads them once for all rows. Greedy outputs match a lone run token for token in
+practice, but not bit for bit: a matrix product over 8 rows may add in another order than over
+1 row (MKL picks kernels by shape), so logits differ in the last bits of fp32, and a near-tie
+between the two likeliest tokens could in principle break the other way.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+
+def _layer_cap(layer: Any) -> float:
+    """How many columns a cache layer keeps: all of them, or a sliding window's last W - 1."""
+    window = getattr(layer, "sliding_window", None)
+    return window - 1 if window else math.inf
+
+
+def _set_length(layer: Any, length: int) -> None:
+    """Make a cache layer hold `length` logical columns, padding with zeros or cutting on the left."""
+    import torch.nn.functional as F
+
+    stored = layer.keys.shape[-2]
+    want = int(min(length, _layer_cap(layer)))
+    if want > stored:  # keys/values: [batch, kv_heads, columns, head_dim]
+        layer.keys = F.pad(layer.keys, (0, 0, want - stored, 0))
+        layer.values = F.pad(layer.values, (0, 0, want - stored, 0))
+    elif want < stored:
+        layer.keys = layer.keys[:, :, stored - want :]
+        layer.values = layer.values[:, :, stored - want :]
+    if hasattr(layer, "cumulative_length"):
+        layer.cumulative_length = length
+
+
+class PaddedBatch:
+    """Rows of a left-padded KV cache, one per running sequence, stepped together."""
+
+    def __init__(self, model: Any):
+        self.model = model
+        self.cache: Any = None  # a DynamicCache with one row per sequence
+        self.mask: torch.Tensor | None = None  # [rows, columns]: 1 = a real token, 0 = padding
+        self.positions: torch.Tensor | None = None  # [rows]: the position id of each row's next token
+
+    def __len__(self) -> int:
+        return 0 if self.mask is None else self.mask.shape[0]
+
+    @property
+    def width(self) -> int:
+        return 0 if self.mask is None else self.mask.shape[1]
+
+    def prefill(self, prompt_ids: list[int]) -> tuple[Any, torch.Tensor]:
+        """Run a prompt alone; returns its one-row cache and the logits for its next token [vocab]."""
+        import torch
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        logits = self._forward(torch.tensor([prompt_ids]), None, None, cache)
+        return cache, logits[0]
+
+    def join(self, cache: Any, length: int) -> None:
+        """Add a prefilled sequence (a one-row cache of `length` tokens) as the last row."""
+        import torch
+
+        mask = torch.ones(1, length, dtype=torch.long)
+        position = torch.tensor([length])
+        if self.cache is None:
+            self.cache, self.mask, self.positions = cache, mask, position
+            return
+        assert self.mask is not None and self.positions is not None
+        width = max(self.width, length)
+        for ours, theirs in zip(self.cache.layers, cache.layers, strict=True):
+            _set_length(ours, width)
+            _set_length(theirs, width)
+            ours.keys = torch.cat([ours.keys, theirs.keys])
+            ours.values = torch.cat([ours.values, theirs.values])
+        pad = torch.zeros
+        self.mask = torch.cat(
+            [
+                torch.cat([pad(len(self), width - self.width, dtype=torch.long), self.mask], 1),
+                torch.cat([pad(1, width - length, dtype=torch.long), mask], 1),
+            ]
+        )
+        self.positions = torch.cat([self.positions, position])
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep only these rows (in this order), freeing the others' cache, and trim the padding."""
+        import torch
+
+        if not rows:
+            self.cache = self.mask = self.positions = None
+            return
+        assert self.mask is not None and self.positions is not None
+        if rows == list(range(len(self))):
+            return
+        index = torch.tensor(rows)
+        self.mask, self.positions = self.mask[index], self.positions[index]
+        # Columns that no remaining row uses are padding everywhere: cut them off the left.
+        used = self.mask.any(0)
+        width = self.width - int(used.int().argmax())
+        self.mask = self.mask[:, self.width - width :]
+        for layer in self.cache.layers:
+            layer.keys, layer.values = layer.keys[index], layer.values[index]
+            _set_length(layer, width)
+
+    def step(self, tokens: list[int]) -> torch.Tensor:
+        """Feed each row its newest token; returns the logits for the next ones [rows, vocab]."""
+        import torch
+
+        assert self.mask is not None and self.positions is not None
+        self.mask = torch.cat([self.mask, torch.ones(len(self), 1, dtype=torch.long)], 1)
+        # Without padding the mask is all ones: leave it out, so attention takes its causal fast path.
+        mask = None if len(self) == 1 or bool(self.mask.all()) else self.mask
+        logits = self._forward(torch.tensor(tokens)[:, None], mask, self.positions[:, None], self.cache)
+        self.positions = self.positions + 1
+        return logits
+
+    def _forward(
+        self, input_ids: torch.Tensor, mask: torch.Tensor | None, positions: torch.Tensor | None, cache: Any
+    ) -> torch.Tensor:
+        """Logits for each row's last position [rows, vocab], updating `cache`."""
+        import torch
+
+        model = self.model
+        head = model.get_output_embeddings()
+        if head is None or getattr(head, "bias", None) is not None:
+            out = model(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=positions,
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            return out.logits[:, -1]
+        hidden = model.get_decoder()(
+            input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True
+        ).last_hidden_state[:, -1]  # [rows, hidden]
+        # weight @ hidden.T streams the [vocab, hidden] matrix once for all rows; MKL's
+        # hidden @ weight.T (what nn.Linear does) runs 2-3x slower for a few rows on this CPU.
+        logits = torch.mm(head.weight, hidden.T).T  # [rows, vocab]
+        cap = getattr(model.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
