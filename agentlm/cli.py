@@ -48,18 +48,37 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     engine: Annotated[
-        str, typer.Option(help="'embedded' (in-process transformers) or 'remote'.")
+        str,
+        typer.Option(help="'embedded' (in-process transformers), 'remote' (an OpenAI URL) or 'vllm' (GPU)."),
     ] = "embedded",
     remote_url: Annotated[str | None, typer.Option(help="OpenAI-compatible URL for --engine remote.")] = None,
     remote_api_key: Annotated[str | None, typer.Option(help="Key for the remote endpoint.")] = None,
     served_model_name: Annotated[str | None, typer.Option(help="Model id clients use.")] = None,
     api_key: Annotated[str | None, typer.Option(help="Require this bearer key from clients.")] = None,
     store: Annotated[Path | None, typer.Option(help="SQLite trajectory store.")] = None,
+    max_batch_size: Annotated[int | None, typer.Option(help="Embedded: sequences decoded together.")] = None,
+    tensor_parallel_size: Annotated[
+        int | None, typer.Option(help="vLLM: GPUs to shard the model over.")
+    ] = None,
+    gpu_memory_utilization: Annotated[
+        float | None, typer.Option(help="vLLM: share of GPU memory to use.")
+    ] = None,
+    max_model_len: Annotated[int | None, typer.Option(help="vLLM: context length to serve.")] = None,
+    lora: Annotated[
+        list[str] | None, typer.Option(help="vLLM: a LoRA adapter as NAME=DIR; repeatable.")
+    ] = None,
 ) -> None:
     """Serve the model and the agent profiles behind an OpenAI-compatible API."""
     from agentlm.serve.app import run
-    from agentlm.serve.engines import ModelNotFoundError
+    from agentlm.serve.engines import EngineError, ModelNotFoundError
     from agentlm.serve.settings import ServeSettings
+
+    adapters = {}
+    for item in lora or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            _fail(f"--lora expects NAME=DIR, got {item!r}")
+        adapters[name] = path
 
     overrides = {
         "model": model,
@@ -71,11 +90,16 @@ def serve(
         "served_model_name": served_model_name,
         "api_key": api_key,
         "store": store,
+        "max_batch_size": max_batch_size,
+        "tensor_parallel_size": tensor_parallel_size,
+        "gpu_memory_utilization": gpu_memory_utilization,
+        "max_model_len": max_model_len,
+        "lora_adapters": adapters or None,
     }
     settings = ServeSettings(**{k: v for k, v in overrides.items() if v is not None})
     try:
         run(settings)
-    except ModelNotFoundError as e:
+    except (ModelNotFoundError, EngineError) as e:
         _fail(str(e))
 
 

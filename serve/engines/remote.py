@@ -8,6 +8,7 @@ model runs there.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -37,10 +38,11 @@ class RemoteEngine(Engine):
         served_model_name: str | None = None,
         timeout: float = 600.0,
     ):
-        import openai
 
         self.base_url = base_url
-        self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "EMPTY", timeout=timeout)
+        self._api_key, self._timeout = api_key or "EMPTY", timeout
+        # One async client per event loop: its pooled connections belong to the loop that made them.
+        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         # The remote model id; without one, use the first (usually only) model the endpoint serves.
         self.remote_model = model or self._first_remote_model(api_key or "EMPTY", timeout)
         self.model_id = served_model_name or self.remote_model
@@ -81,12 +83,12 @@ class RemoteEngine(Engine):
         }
         try:
             if request.prompt is not None:  # /v1/completions: the raw prompt, no chat template
-                stream = await self._client.completions.create(prompt=request.prompt, **common)
+                stream = await self._client().completions.create(prompt=request.prompt, **common)
             else:
                 tools = {"tools": request.tools} if request.tools else {}
                 if request.tools and request.tool_choice is not None:
                     tools["tool_choice"] = request.tool_choice
-                stream = await self._client.chat.completions.create(
+                stream = await self._client().chat.completions.create(
                     messages=request.messages,  # type: ignore[arg-type]
                     **common,
                     **tools,
@@ -140,14 +142,22 @@ class RemoteEngine(Engine):
         import openai
 
         try:
-            await self._client.models.list()
+            await self._client().models.list()
         except openai.OpenAIError as e:
             raise EngineError(f"{self.base_url} is not reachable: {e}") from e
 
-    def close(self) -> None:
+    def _client(self):
         import asyncio
 
-        try:
-            asyncio.get_running_loop().create_task(self._client.close())
-        except RuntimeError:  # no running loop: close synchronously
-            asyncio.run(self._client.close())
+        import openai
+
+        key = asyncio.get_running_loop()
+        if key not in self._clients:
+            self._clients[key] = openai.AsyncOpenAI(
+                base_url=self.base_url, api_key=self._api_key, timeout=self._timeout
+            )
+        return self._clients[key]
+
+    def close(self) -> None:
+        # The clients' connections close with their event loops (and the process); nothing to await here.
+        self._clients.clear()
