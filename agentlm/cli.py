@@ -6,6 +6,7 @@ Heavy imports (torch, transformers, streamlit) happen inside the subcommands tha
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
@@ -282,70 +283,53 @@ def data_hr_db(
     typer.echo(f"wrote {path}")
 
 
-@data_app.command(
-    "collect",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
-)
-def data_collect(ctx: typer.Context) -> None:
-    """Collect reward-filtered trajectories with a teacher over AgentBench task files (see --help there)."""
-    from agentlm.data.collect import main as collect_main
-
-    collect_main(ctx.args)
+# Subcommands that are a module's own command line (argparse), passed through untouched.
+FORWARD = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
 
-@data_app.command(
-    "general",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
-)
-def data_general(ctx: typer.Context) -> None:
-    """Prepare general chat as AgentTuning did: English, clean, split, GPT-4:GPT-3.5 at 1:4 (see --help there)."""
-    from agentlm.data.general import main as general_main
+def _forward(group: typer.Typer, name: str, target: str, help: str) -> None:
+    """`agentlm ... NAME ARGS` runs `target(ARGS)` ("module:function"), imported only when used."""
 
-    general_main(ctx.args)
+    def command(ctx: typer.Context) -> None:
+        module, _, function = target.partition(":")
+        getattr(importlib.import_module(module), function)(ctx.args)
 
-
-@data_app.command(
-    "decontaminate",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
-)
-def data_decontaminate(ctx: typer.Context) -> None:
-    """Drop training examples whose task overlaps an evaluation task (n-grams; see --help there)."""
-    from agentlm.data.decontaminate import main as decontaminate_main
-
-    decontaminate_main(ctx.args)
+    group.command(name, context_settings=FORWARD, help=help)(command)
 
 
-@data_app.command(
-    "stats",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
-)
-def data_stats(ctx: typer.Context) -> None:
-    """Examples, tokens, turns and lengths per source of a training set; --plot writes a PNG."""
-    from agentlm.data.stats import main as stats_main
-
-    stats_main(ctx.args)
-
-
-@data_app.command(
-    "dbgen",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
-)
-def data_dbgen(ctx: typer.Context) -> None:
-    """Generate verified dbbench-format DB tasks (training or held-out domains; see --help there)."""
-    from agentlm.data.dbgen import main as dbgen_main
-
-    dbgen_main(ctx.args)
-
-
-@data_app.command(
-    "thoughts",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
-)
-def data_thoughts(ctx: typer.Context) -> None:
-    """Give actions that lack a thought one from a teacher, marked as supplemented (see --help there)."""
-    from agentlm.data.thoughts import main as thoughts_main
-
-    thoughts_main(ctx.args)
+for _name, _target, _help in (
+    (
+        "collect",
+        "agentlm.data.collect:main",
+        "Collect reward-filtered trajectories with a teacher over task files.",
+    ),
+    (
+        "general",
+        "agentlm.data.general:main",
+        "Prepare general chat: English, clean, split at turns, GPT-4:GPT-3.5 at 1:4.",
+    ),
+    (
+        "dbgen",
+        "agentlm.data.dbgen:main",
+        "Generate verified dbbench-format DB tasks (training or held-out domains).",
+    ),
+    (
+        "thoughts",
+        "agentlm.data.thoughts:main",
+        "Give actions that lack a thought one from a teacher, marked as such.",
+    ),
+    (
+        "decontaminate",
+        "agentlm.data.decontaminate:main",
+        "Drop training examples whose task overlaps an evaluation task.",
+    ),
+    (
+        "stats",
+        "agentlm.data.stats:main",
+        "Examples, tokens, lengths per source of a training set; --plot writes a PNG.",
+    ),
+):
+    _forward(data_app, _name, _target, _help + " (--help there)")
 
 
 @data_app.command("scheduling-db")
@@ -399,15 +383,12 @@ def tasks_verify(
         raise typer.Exit(1)
 
 
-@app.command(
+_forward(
+    app,
     "eval",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    "agentlm.train.eval:main",
+    "Compare models: agent success on task files, general MC, chat perplexity.",
 )
-def eval_(ctx: typer.Context) -> None:
-    """Compare models: agent success on task files, general multiple choice and chat perplexity."""
-    from agentlm.train.eval import main as eval_main
-
-    eval_main(ctx.args)
 
 
 @app.command(
