@@ -92,6 +92,15 @@ def weight_bytes_per_token(model) -> int:
     return total
 
 
+def isolated(fn, *args):
+    """Run `fn(*args)` in a fresh process: torch's worker threads from one part must not be left
+    spinning on the 2 cores while the next part (a server in another process) is measured."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
 def engine_part(
     model: str, tokens: int, runs: int, streams: int
 ) -> tuple[float, int, list[Stream], Concurrent]:
@@ -250,12 +259,12 @@ def main() -> None:
     ratios: dict[str, str] = {}
     n = args.streams
 
-    gbs = None if args.skip_bandwidth else bandwidth_gbs()
+    gbs = None if args.skip_bandwidth else isolated(bandwidth_gbs)
     if gbs:
         print(f"{'memory read bandwidth':28s}: {gbs:6.1f} GB/s")
     engine_single = engine_many = None
     if not args.skip_engine:
-        load, nbytes, single, many = engine_part(args.model, args.tokens, args.runs, n)
+        load, nbytes, single, many = isolated(engine_part, args.model, args.tokens, args.runs, n)
         print(f"{'warm start (engine load)':28s}: {load:6.1f} s from the converted checkpoint")
         engine_single = _show("engine, 1 stream", single)
         engine_many = _show_concurrent(f"engine, {n} streams", many)
