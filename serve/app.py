@@ -22,9 +22,9 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -49,7 +49,6 @@ from agentlm.serve.protocol import (
     FeedbackResponse,
     HealthResponse,
     ModelList,
-    TrajectoryList,
     WritesRequest,
     WritesResponse,
     error_responses,
@@ -58,6 +57,7 @@ from agentlm.serve.protocol import (
 from agentlm.serve.serving import APIError, Serving
 from agentlm.serve.settings import ServeSettings
 from agentlm.serve.store import TrajectoryStore
+from agentlm.serve.trajectories import router as trajectories_router
 
 log = logging.getLogger(__name__)
 
@@ -167,56 +167,6 @@ async def completions(body: CompletionRequest, serving: ServingDep) -> Response:
 @v1.post("/feedback", responses=error_responses(404))
 def feedback(body: FeedbackRequest, serving: ServingDep) -> FeedbackResponse:
     return serving.feedback(body)
-
-
-def _trajectory_filter(
-    profile: str | None = None,
-    model: str | None = None,
-    rating: Annotated[
-        Literal["1", "-1", "none"] | None, Query(description="1, -1, or none (no feedback)")
-    ] = None,
-    min_reward: float | None = None,
-    max_reward: float | None = None,
-    since: Annotated[float | None, Query(description="unix seconds, inclusive")] = None,
-    until: Annotated[float | None, Query(description="unix seconds, exclusive")] = None,
-) -> dict[str, Any]:
-    return {
-        "profile": profile,
-        "model": model,
-        "rating": None if rating is None else ("none" if rating == "none" else int(rating)),
-        "min_reward": min_reward,
-        "max_reward": max_reward,
-        "since": since,
-        "until": until,
-    }
-
-
-FilterDep = Annotated[dict[str, Any], Depends(_trajectory_filter)]
-
-
-@v1.get("/trajectories")
-def trajectories(
-    serving: ServingDep,
-    filters: FilterDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,  # SQLite integers are 64-bit
-) -> TrajectoryList:
-    return serving.trajectories(filters, limit, offset)
-
-
-@v1.get(
-    "/trajectories/export",
-    response_class=StreamingResponse,
-    responses={200: {"content": {"application/x-ndjson": {}}, "description": "AgentInstruct-format JSONL"}},
-)
-def export(serving: ServingDep, filters: FilterDep, include_all: bool = False) -> StreamingResponse:
-    """Training-ready JSONL (liked or reward-1 runs unless include_all), from a consistent snapshot."""
-    return StreamingResponse(serving.export(filters, include_all), media_type="application/x-ndjson")
-
-
-@v1.get("/trajectories/{trajectory_id}", responses=error_responses(404))
-def trajectory(trajectory_id: str, serving: ServingDep) -> dict[str, Any]:
-    return serving.trajectory(trajectory_id)
 
 
 @v1.post("/trajectories/{trajectory_id}/writes", responses=error_responses(404, 409))
@@ -392,6 +342,8 @@ def create_app(settings: ServeSettings | None = None, engine: Engine | None = No
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.include_router(router)
     app.include_router(v1)
+    # GET /v1/trajectories, /export, /{id} (serve/trajectories.py), guarded as every /v1 route.
+    app.include_router(trajectories_router, dependencies=v1.dependencies, responses=v1.responses)
     return app
 
 

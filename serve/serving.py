@@ -11,11 +11,10 @@ to statuses here: prompt too long or feature unsupported 400, queue full 429, an
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Any, Literal
 
@@ -55,7 +54,6 @@ from agentlm.serve.protocol import (
     FeedbackResponse,
     ModelCard,
     ModelList,
-    TrajectoryList,
     UsageInfo,
     WritesRequest,
     WritesResponse,
@@ -450,7 +448,7 @@ class Serving:
     def feedback(self, request: FeedbackRequest) -> FeedbackResponse:
         feedback = Feedback(request.rating, request.comment, request.corrected_answer)
         if not self.store.set_feedback(request.trajectory_id, feedback):
-            raise _no_trajectory(request.trajectory_id, param="trajectory_id")
+            raise no_trajectory(request.trajectory_id, param="trajectory_id")
         return FeedbackResponse(trajectory_id=request.trajectory_id)
 
     def decide_writes(self, trajectory_id: str, request: WritesRequest) -> WritesResponse:
@@ -461,7 +459,7 @@ class Serving:
     def _decide_writes(self, trajectory_id: str, request: WritesRequest) -> WritesResponse:
         traj = self.store.get(trajectory_id)
         if traj is None:
-            raise _no_trajectory(trajectory_id)
+            raise no_trajectory(trajectory_id)
         if traj.writes_status != "pending":
             state = traj.writes_status or "none"
             raise APIError(
@@ -496,26 +494,6 @@ class Serving:
             trajectory_id=trajectory_id, writes_status=traj.writes_status, statements=traj.pending_writes
         )
 
-    def trajectory(self, trajectory_id: str) -> dict[str, Any]:
-        traj = self.store.get(trajectory_id)
-        if traj is None:
-            raise _no_trajectory(trajectory_id)
-        return traj.to_dict()
-
-    def trajectories(self, filters: dict[str, Any], limit: int, offset: int) -> TrajectoryList:
-        page = self.store.list(limit=limit, offset=offset, **filters)
-        total = self.store.count(**filters)
-        return TrajectoryList(
-            data=[t.to_dict() for t in page], total=total, has_more=offset + len(page) < total
-        )
-
-    def export(self, filters: dict[str, Any], include_all: bool) -> Iterator[bytes]:
-        """AgentInstruct JSONL lines of the stored runs worth training on, read from a snapshot."""
-        from agentlm.data.export import trajectory_records
-
-        for record in trajectory_records(self.store.snapshot(**filters), include_all=include_all):
-            yield (json.dumps(record, ensure_ascii=False) + "\n").encode()
-
 
 def _check_tool_choice(request: ChatCompletionRequest) -> None:
     # As OpenAI: a tool_choice without tools, or naming a tool not given, is the client's mistake.
@@ -548,7 +526,7 @@ def _text_finish(reason: str | None) -> Literal["stop", "length"] | None:
     return None if reason is None else "length" if reason == "length" else "stop"
 
 
-def _no_trajectory(trajectory_id: str, param: str | None = None) -> APIError:
+def no_trajectory(trajectory_id: str, param: str | None = None) -> APIError:
     return APIError(
         404,
         f"no trajectory {trajectory_id!r} in the store",

@@ -8,6 +8,7 @@ model runs there.
 from __future__ import annotations
 
 import logging
+import uuid
 import weakref
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 from agentlm.serve.engines.base import (
     Engine,
     EngineError,
+    EngineOverloadedError,
     GenerationChunk,
     GenerationRequest,
     ModelNotFoundError,
@@ -71,16 +73,17 @@ class RemoteEngine(Engine):
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         import openai
 
-        common = {
+        params = {
             "model": self.remote_model,
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
             "top_p": request.top_p,
             "stop": request.stop or None,
             "seed": request.seed,
-            "stream": True,
-            "stream_options": {"include_usage": True},
         }
+        # Unset fields stay out of the body: some OpenAI-compatible servers reject nulls.
+        common = {k: v for k, v in params.items() if v is not None}
+        common |= {"stream": True, "stream_options": {"include_usage": True}}
         try:
             if request.prompt is not None:  # /v1/completions: the raw prompt, no chat template
                 stream = await self._client().completions.create(prompt=request.prompt, **common)
@@ -93,6 +96,8 @@ class RemoteEngine(Engine):
                     **common,
                     **tools,
                 )
+        except openai.RateLimitError as e:
+            raise EngineOverloadedError(f"{self.base_url} is overloaded: {e}") from e
         except openai.BadRequestError as e:
             if "context" in str(e).lower():
                 raise PromptTooLongError(str(e)) from e
@@ -116,6 +121,7 @@ class RemoteEngine(Engine):
                 finish = choice.finish_reason or finish
                 text = choice.text if request.prompt is not None else choice.delta.content
                 for delta in getattr(getattr(choice, "delta", None), "tool_calls", None) or []:
+                    # The first fragment of a call has its id and name; later ones add arguments.
                     call = calls.setdefault(
                         delta.index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
                     )
@@ -132,6 +138,8 @@ class RemoteEngine(Engine):
             await stream.close()  # closing the connection tells the remote server to stop
         if calls:
             tool_calls = [calls[i] for i in sorted(calls)]
+            for call in tool_calls:  # clients answer a call by its id: never leave one empty
+                call["id"] = call["id"] or f"call_{uuid.uuid4().hex[:24]}"
             yield GenerationChunk("", prompt_tokens, completion_tokens, "tool_calls", tool_calls=tool_calls)
             return
         yield GenerationChunk(

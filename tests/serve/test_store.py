@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,14 +16,17 @@ from agentlm.agent.trajectory import (
     ToolCall,
     Trajectory,
 )
+from agentlm.serve import store as store_module
 from agentlm.serve.store import SCHEMA_VERSION, StoreError, TrajectoryStore
 
 
-def make_trajectory(profile: str = "hr-assistant", created_at: float = 1000.0, **kw) -> Trajectory:
+def make_trajectory(
+    profile: str = "hr-assistant", created_at: float = 1000.0, model: str = "tiny", **kw
+) -> Trajectory:
     return Trajectory(
         task="How many people work in Sales?",
         profile=profile,
-        model="tiny",
+        model=model,
         prompt=[
             {"role": "user", "content": "You operate a database."},
             {"role": "assistant", "content": "Ok."},
@@ -40,9 +44,8 @@ def make_trajectory(profile: str = "hr-assistant", created_at: float = 1000.0, *
             ),
         ],
         final_answer="1",
-        stop_reason=StopReason.ANSWER,
         created_at=created_at,
-        **kw,
+        **{"stop_reason": StopReason.ANSWER, **kw},
     )
 
 
@@ -124,62 +127,157 @@ def test_readonly_needs_an_existing_store(tmp_path: Path) -> None:
     assert not (tmp_path / "missing.sqlite3").exists()
 
 
-def test_a_store_from_a_newer_agentlm_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "store.sqlite3"
-    TrajectoryStore(path).close()
-    with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE schema_version SET version = 99")
-    with pytest.raises(StoreError, match="schema version 99"):
-        TrajectoryStore(path)
+# --- migrations ------------------------------------------------------------------------------------
 
-
-# --- migrations, filters, snapshots ----------------------------------------------------------------
-
+# A store as AgentLM wrote it at schema version 1, frozen here: the fixture migrations start from.
 V1_SCHEMA = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
 CREATE TABLE trajectories (id TEXT PRIMARY KEY, profile TEXT NOT NULL, model TEXT NOT NULL,
     created_at REAL NOT NULL, reward REAL, rating INTEGER, data TEXT NOT NULL);
-CREATE TABLE feedback (seq INTEGER PRIMARY KEY AUTOINCREMENT, trajectory_id TEXT NOT NULL,
-    rating INTEGER NOT NULL, comment TEXT NOT NULL, corrected_answer TEXT, created_at REAL NOT NULL);
+CREATE INDEX trajectories_profile_created ON trajectories (profile, created_at);
+CREATE INDEX trajectories_created ON trajectories (created_at);
+CREATE TABLE feedback (seq INTEGER PRIMARY KEY AUTOINCREMENT, trajectory_id TEXT NOT NULL
+    REFERENCES trajectories (id), rating INTEGER NOT NULL, comment TEXT NOT NULL,
+    corrected_answer TEXT, created_at REAL NOT NULL);
+CREATE INDEX feedback_trajectory ON feedback (trajectory_id, seq);
 INSERT INTO schema_version VALUES (1);
 """
 
 
-def test_a_version_1_store_is_upgraded_in_place_without_losing_rows(tmp_path: Path) -> None:
-    path = tmp_path / "v1.sqlite3"
-    old = make_trajectory(created_at=5.0)
+def _layout(conn: sqlite3.Connection) -> dict[str, list[tuple]]:
+    """Every table's columns and every index's columns: the schema, whatever its SQL text."""
+    names = conn.execute("SELECT name, type FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'").fetchall()
+    return {
+        name: conn.execute(f"PRAGMA {'table_info' if kind == 'table' else 'index_info'}({name})").fetchall()
+        for name, kind in sorted(names)
+    }
+
+
+def write_v1_store(path: Path, trajectories: list[Trajectory]) -> None:
     with sqlite3.connect(path) as conn:
         conn.executescript(V1_SCHEMA)
+        for t in trajectories:
+            rating = t.feedback.rating if t.feedback else None
+            conn.execute(
+                "INSERT INTO trajectories VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (t.id, t.profile, t.model, t.created_at, t.reward, rating, t.to_json()),
+            )
+    sqlite3.connect(path).close()
+
+
+def test_the_version_1_fixture_is_what_version_1_code_created() -> None:
+    fixture, code = sqlite3.connect(":memory:"), sqlite3.connect(":memory:")
+    fixture.executescript(V1_SCHEMA)
+    for statement in store_module._V1:
+        code.execute(statement)
+    assert _layout(fixture) == _layout(code)
+
+
+def test_a_version_1_store_is_upgraded_in_place_without_losing_rows(tmp_path: Path) -> None:
+    path = tmp_path / "v1.sqlite3"
+    old = [make_trajectory(created_at=float(i), reward=float(i % 2)) for i in range(50)]
+    write_v1_store(path, old)
+    with sqlite3.connect(path) as conn:
         conn.execute(
-            "INSERT INTO trajectories VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (old.id, old.profile, old.model, old.created_at, None, 1, old.to_json()),
+            "INSERT INTO feedback (trajectory_id, rating, comment, created_at) VALUES (?, 1, 'good', 60.0)",
+            (old[7].id,),
         )
-        conn.execute(
-            "INSERT INTO feedback (trajectory_id, rating, comment, created_at) VALUES (?, 1, 'good', 6.0)",
-            (old.id,),
-        )
+        conn.execute("UPDATE trajectories SET rating = 1 WHERE id = ?", (old[7].id,))
     with TrajectoryStore(path) as store:
-        (back,) = store.list()
-        assert back.id == old.id and back.feedback.comment == "good"
-        assert store.list(stop_reason="answer")[0].id == old.id  # the new column was filled from the JSON
+        assert len(store) == 50
+        assert [t.id for t in store.snapshot()] == [t.id for t in old]
+        assert store.get(old[7].id).feedback.comment == "good"
+        assert store.count(stop_reason="answer") == 50  # the new column was filled from the JSON
+        assert store.count(rating=1) == 1 and store.count(min_reward=1.0) == 25
+        store.save(make_trajectory(created_at=99.0))  # and it takes new runs
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    with TrajectoryStore(path) as store:  # reopening an up-to-date store changes nothing
+        assert len(store) == 51
+
+
+def test_a_failed_migration_leaves_the_store_as_it_was(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "v1.sqlite3"
+    write_v1_store(path, [make_trajectory()])
+    broken = {
+        **store_module.MIGRATIONS,
+        3: ["ALTER TABLE trajectories ADD COLUMN x TEXT", "SELECT nonsense("],
+    }
+    monkeypatch.setattr(store_module, "MIGRATIONS", broken)
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 3)
+    with pytest.raises(StoreError, match="from store schema version 1 to 3 failed at step 3"):
+        TrajectoryStore(path)
+    with sqlite3.connect(path) as conn:  # not even migration 2, which worked, is kept
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(trajectories)")}
+        assert "x" not in columns and "stop_reason" not in columns
+        assert conn.execute("SELECT count(*) FROM trajectories").fetchone() == (1,)
+
+
+def test_a_store_from_a_newer_agentlm_is_refused_read_only_too(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    TrajectoryStore(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    for readonly in (False, True):
+        with pytest.raises(StoreError, match="newer AgentLM"):
+            TrajectoryStore(path, readonly=readonly)
+    with sqlite3.connect(path) as conn:  # refused, not touched
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION + 1,)]
+
+
+def test_files_that_are_not_stores_are_refused_untouched(tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("not a database " * 100)
+    with pytest.raises(StoreError, match="not an AgentLM trajectory store"):
+        TrajectoryStore(text)
+    assert text.read_text() == "not a database " * 100
+    other = tmp_path / "other.sqlite3"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    with pytest.raises(StoreError, match="not an AgentLM trajectory store"):
+        TrajectoryStore(other)
+    with sqlite3.connect(other) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+        assert conn.execute("SELECT name FROM sqlite_schema").fetchall() == [("t",)]
+
+
+# --- filters, counts, snapshots --------------------------------------------------------------------
 
 
 def test_filters_and_counts(store: TrajectoryStore) -> None:
     a = make_trajectory("hr-assistant", 10.0, reward=1.0)
-    b = make_trajectory("scheduling-assistant", 20.0, reward=0.0)
-    c = make_trajectory("hr-assistant", 30.0)
+    b = make_trajectory("scheduling-assistant", 20.0, model="big", reward=0.0)
+    c = make_trajectory("hr-assistant", 30.0, stop_reason=StopReason.MAX_ROUNDS)
     for t in (a, b, c):
         store.save(t)
     store.set_feedback(c.id, Feedback(-1))
     ids = lambda **f: [t.id for t in store.list(**f)]  # noqa: E731
     assert ids(profile="hr-assistant") == [c.id, a.id]
-    assert ids(rating=-1) == [c.id] and ids(rating="none") == [b.id, a.id]
+    assert [t.id for t in store.list("hr-assistant", limit=1, offset=1)] == [a.id]  # profile comes first
+    assert ids(model="big") == [b.id] and ids(model="tiny", profile="scheduling-assistant") == []
+    assert ids(rating=-1) == [c.id] and ids(rating="none") == [b.id, a.id] and ids(rating=1) == []
     assert ids(min_reward=0.5) == [a.id] and ids(max_reward=0.5) == [b.id]
-    assert ids(since=15.0, until=30.0) == [b.id]
+    assert ids(min_reward=0.0, max_reward=1.0) == [b.id, a.id]  # no reward: matches no reward bound
+    assert ids(since=15.0, until=30.0) == [b.id] and ids(since=30.0) == [c.id] and ids(until=10.0) == []
+    assert ids(stop_reason="max_rounds") == [c.id]
     assert store.count() == 3 and store.count(profile="hr-assistant") == 2 and store.count(model="other") == 0
+    assert store.count(rating="none", since=15.0) == 1
+    assert [t.id for t in store.snapshot(profile="hr-assistant")] == [a.id, c.id]  # oldest first
+    with pytest.raises(ValueError, match="rating must be"):
+        store.list(rating=2)
+
+
+def test_saving_a_run_again_without_its_feedback_keeps_the_rating_filter(store: TrajectoryStore) -> None:
+    traj = make_trajectory()
+    store.save(traj)
+    store.set_feedback(traj.id, Feedback(1))
+    traj.writes_status = "applied"  # the server re-saves a run it loaded earlier, feedback-less
+    store.save(traj, record_feedback=False)
+    assert store.count(rating=1) == 1 and store.count(rating="none") == 0
+    assert store.get(traj.id).feedback.rating == 1
 
 
 def test_a_snapshot_is_one_moment_while_writers_go_on(store: TrajectoryStore) -> None:
@@ -191,3 +289,41 @@ def test_a_snapshot_is_one_moment_while_writers_go_on(store: TrajectoryStore) ->
         store.save(make_trajectory(created_at=float(i)))
     rest = list(snapshot)
     assert first.created_at == 0.0 and len(rest) == 29 and len(store) == 40
+
+
+def test_a_snapshot_is_consistent_while_other_threads_write(store: TrajectoryStore) -> None:
+    # Each new run sorts first (older created_at) and likes the run before it: a reader paging
+    # through live data would see rows shift under it and feedback it did not see the run for.
+    written: list[str] = []
+    for i in range(200):
+        written.append(make_trajectory(created_at=1e6 - i).id)
+        store.save(make_trajectory(created_at=1e6 - i, id=written[-1]))
+    stop, progress = threading.Event(), threading.Semaphore(0)
+
+    def writer(offset: int) -> None:
+        i = 0
+        while not stop.is_set():
+            traj = make_trajectory(created_at=-1e6 * offset - i)
+            store.save(traj)
+            store.set_feedback(traj.id, Feedback(1, comment=traj.id))
+            progress.release()
+            i += 1
+
+    threads = [threading.Thread(target=writer, args=(n + 1,)) for n in range(3)]
+    snapshot = store.snapshot(page=10)
+    seen = [next(snapshot)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(60):  # the writers commit while the snapshot's transaction is open
+            assert progress.acquire(timeout=10), "a writer was blocked by the open snapshot"
+        seen += list(snapshot)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert [t.id for t in seen] == written[::-1]  # exactly the runs there when it began
+    assert all(t.feedback is None for t in seen)
+    assert len(store) >= 260 and store.count(rating=1) == len(store) - 200
+    with sqlite3.connect(store.path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
