@@ -104,7 +104,7 @@ def packed_vs_padded(steps: int, max_len: int = 2048, batch: int = 8) -> dict[st
         model.zero_grad()
         start = time.perf_counter()
         for b in batches:
-            model(**b.model_inputs()).loss.backward()
+            model(**b.model_inputs(), labels=b.labels).loss.backward()
         seconds = time.perf_counter() - start
         real = sum(b.real_tokens for b in batches)
         total = sum(b.input_ids.numel() for b in batches)

@@ -142,7 +142,7 @@ def _render_vicuna(turns: list[Turn], honour_loss_flag: bool) -> list[Segment]:
 VICUNA_JINJA = (
     "{%- if messages and messages[0]['role'] == 'system' -%}"
     "{%- set system = messages[0]['content'] -%}{%- set messages = messages[1:] -%}"
-    "{%- else -%}{%- set system = \"" + VICUNA_SYSTEM_PROMPT + "\" -%}{%- endif -%}"
+    '{%- else -%}{%- set system = "' + VICUNA_SYSTEM_PROMPT + '" -%}{%- endif -%}'
     "{{ '<s>' + system + ' ' }}"
     "{%- for m in messages -%}"
     "{%- if m['role'] == 'user' -%}{{ 'USER: ' + (m['content'] | trim) + ' ' }}"

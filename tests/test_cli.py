@@ -98,5 +98,7 @@ def test_data_collect_writes_agentinstruct_trajectories(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "15 kept, 0 rejected, 11 unsupported" in result.stdout
     assert len(out.read_text().splitlines()) == 15
-    bad = agentlm("data", "collect", "--tasks", str(AGENTBENCH / "os_dev.json"), "--out", str(out), "--teacher", "gpt-4")
+    bad = agentlm(
+        "data", "collect", "--tasks", str(AGENTBENCH / "os_dev.json"), "--out", str(out), "--teacher", "gpt-4"
+    )
     assert bad.returncode == 2 and "needs --base-url" in bad.stderr

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -47,20 +48,32 @@ def bundled(name: str) -> Path:
 
 
 def agent_success(
-    model: OpenAIChatModel, task_file: Path, limit: int | None = None, max_tokens: int = 256
+    model: OpenAIChatModel,
+    task_file: Path,
+    limit: int | None = None,
+    max_tokens: int = 256,
+    parallel: int = 8,
+    max_rounds: int | None = None,
 ) -> float:
-    """The share of runnable tasks in `task_file` the model solves (reward >= 1)."""
+    """The share of runnable tasks in `task_file` the model solves (reward >= 1).
+
+    Tasks run ``parallel`` at a time, each in its own episode; the server batches their requests.
+    """
     env = get_environment(detect_environment(task_file))
     tasks = [t for t in env.load(task_file) if not t.unsupported][:limit]
     if not tasks:
         raise ValueError(f"{task_file}: no task that can run here")
-    solved = 0
-    config = AgentConfig(generation=GenerationParams(max_tokens=max_tokens, temperature=0.0))
-    for task in tasks:
+    config = AgentConfig(
+        generation=GenerationParams(max_tokens=max_tokens, temperature=0.0), max_rounds=max_rounds
+    )
+
+    def solve(task: Any) -> bool:
         with env.episode(task) as episode:
             traj = Agent(model, episode.setup(), config).run()
-            solved += episode.reward(traj.final_answer) >= 1.0
-    return solved / len(tasks)
+            return episode.reward(traj.final_answer) >= 1.0
+
+    with ThreadPoolExecutor(max(1, parallel)) as pool:
+        return sum(pool.map(solve, tasks)) / len(tasks)
 
 
 def _load(checkpoint: str) -> tuple[Any, Any]:
@@ -120,7 +133,15 @@ def chat_perplexity(model: Any, tokenizer: Any, path: Path | None = None, limit:
     return math.exp(nll / count)
 
 
-def evaluate(specs: list[str], task_files: list[Path], limit: int | None, general: bool) -> list[EvalRow]:
+def evaluate(
+    specs: list[str],
+    task_files: list[Path],
+    limit: int | None,
+    general: bool,
+    max_tokens: int = 256,
+    parallel: int = 8,
+    max_rounds: int | None = None,
+) -> list[EvalRow]:
     from agentlm.processes import free_port, start_server, stop
 
     rows = []
@@ -138,7 +159,7 @@ def evaluate(specs: list[str], task_files: list[Path], limit: int | None, genera
                     base = f"http://127.0.0.1:{port}/v1"
                     model = OpenAIChatModel(_served_id(base), base)
                 for path in task_files:
-                    row.tasks[path.stem] = agent_success(model, path, limit)
+                    row.tasks[path.stem] = agent_success(model, path, limit, max_tokens, parallel, max_rounds)
             if general and not url:
                 lm, tokenizer = _load(name)
                 row.mc_accuracy = mc_accuracy(lm, tokenizer)
@@ -194,11 +215,24 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--tasks", action="append", type=Path, default=[], help="AgentBench DB/OS task file")
     parser.add_argument("--limit", type=int, help="at most this many tasks per file")
+    parser.add_argument("--max-tokens", type=int, default=256, help="per model reply in agent tasks")
+    parser.add_argument(
+        "--max-rounds", type=int, help="model turns per task (default: the environment's, 15 for DB)"
+    )
+    parser.add_argument("--parallel", type=int, default=8, help="agent tasks run at once")
     parser.add_argument("--no-general", action="store_true", help="skip multiple choice and perplexity")
     parser.add_argument("--json", type=Path, help="write the rows as JSON here")
     parser.add_argument("--plot", type=Path, help="write a bar chart PNG here")
     args = parser.parse_args(argv)
-    rows = evaluate(args.model, args.tasks, args.limit, not args.no_general)
+    rows = evaluate(
+        args.model,
+        args.tasks,
+        args.limit,
+        not args.no_general,
+        args.max_tokens,
+        args.parallel,
+        args.max_rounds,
+    )
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2))

@@ -38,7 +38,8 @@ class Batch:
         return 1 - self.real_tokens / total if total else 0.0
 
     def model_inputs(self) -> dict[str, Any]:
-        inputs = {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "labels": self.labels}
+        """The model's inputs, without the labels (the recipe computes the loss itself)."""
+        inputs = {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
         if self.position_ids is not None:
             inputs["position_ids"] = self.position_ids
         return inputs

@@ -16,7 +16,7 @@ Usage: train/run.sh --base-model DIR_OR_ID --output DIR [options]
   --eta X            agent share of training examples                                (default: 0.2)
   --store PATH       trajectory store to export from   (default: $AGENTLM_HOME/trajectories.sqlite3)
   --agent-data FILE  more agent trajectories (AgentInstruct JSONL); repeatable
-  --general-data F   general chat instead of the bundled set (ShareGPT JSONL); repeatable
+  --general-data F   general chat (ShareGPT JSONL); repeatable  (default: Python's docs, data/pydocs.py)
   --workdir DIR      intermediate files                                              (default: OUTPUT.work)
   --seed N           mixing and training seed                                        (default: 0)
   --max-steps N      override the preset's optimizer steps
@@ -74,7 +74,10 @@ else
 fi
 
 echo "== 2/3 mix agent data with general chat at eta=$eta"
-((${#general_data[@]})) || general_data=("$bundled/general_chat.jsonl")
+if ! ((${#general_data[@]})); then  # offline default; the bundled general chat is kept for evaluation
+    "$PYTHON" -m agentlm.data.pydocs --out "$workdir/general.jsonl" --seed "$seed"
+    general_data=("$workdir/general.jsonl")
+fi
 "$PYTHON" -m agentlm.data.mix --agent "${agent_files[@]}" --general "${general_data[@]}" \
     --eta "$eta" --seed "$seed" --out "$workdir/train.jsonl" | tee "$workdir/mix_report.txt"
 

@@ -11,6 +11,7 @@ from agentlm.data.formats import Conversation, Turn
 from agentlm.data.masks import tokenize_conversation
 from agentlm.data.templates import get_template
 from agentlm.train.packing import pack_rows, packed_batch, padded_batch
+from agentlm.train.sft import causal_lm_loss
 
 
 def test_first_fit_decreasing_fills_rows_and_refuses_what_cannot_fit():
@@ -50,7 +51,7 @@ def test_each_conversation_gets_the_logits_it_gets_alone(model_and_examples, att
     batch = packed_batch(examples, tokenizer.pad_token_id, capacity=200)
     assert batch.input_ids.shape[0] < len(examples)  # several conversations share a row
     with torch.no_grad():
-        packed = model(**{k: v for k, v in batch.model_inputs().items() if k != "labels"}).logits
+        packed = model(**batch.model_inputs()).logits
         rows = pack_rows([len(e.input_ids) for e in examples], 200)
         for r, members in enumerate(rows):
             at = 0
@@ -68,8 +69,12 @@ def test_packed_and_padded_batches_have_the_same_loss_with_less_padding(model_an
     padded = padded_batch(examples, tokenizer.pad_token_id)
     with torch.no_grad():
         n = sum((b.labels[:, 1:] != -100).sum() for b in [padded])
-        loss_padded = model(**padded.model_inputs(), num_items_in_batch=n).loss
-        loss_packed = model(**packed.model_inputs(), num_items_in_batch=n).loss
+        loss_padded = model(**padded.model_inputs(), labels=padded.labels, num_items_in_batch=n).loss
+        loss_packed = model(**packed.model_inputs(), labels=packed.labels, num_items_in_batch=n).loss
+        # The recipe's loss projects only the trained positions onto the vocabulary: same value.
+        ours_padded, ours_packed = (causal_lm_loss(model, b, n) for b in (padded, packed))
     assert loss_packed.item() == pytest.approx(loss_padded.item(), rel=1e-5)
+    assert ours_padded.item() == pytest.approx(loss_padded.item(), rel=1e-5)
+    assert ours_packed.item() == pytest.approx(loss_packed.item(), rel=1e-5)
     assert packed.real_tokens == padded.real_tokens
     assert packed.padding_share < padded.padding_share

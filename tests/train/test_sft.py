@@ -241,3 +241,30 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_and_ends_as_if_never_stop
         [float(x) for s, x in expected if s in "56"], rel=1e-4
     )
     assert (out / "config.json").is_file() and not (out / "resume").exists()
+
+
+def test_frozen_embeddings_stay_the_base_ones_while_the_body_trains(setup, tmp_path):
+    import torch
+
+    _, data, base = setup
+    out = tmp_path / "frozen"
+    losses = _train_losses(data, base, out, 4, 1, "freeze_embeddings=true", "lr=0.01")
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    tuned = dict(AutoModelForCausalLM.from_pretrained(out).named_parameters())
+    original = dict(AutoModelForCausalLM.from_pretrained(base).named_parameters())
+    embedding = next(n for n in tuned if "embed_tokens" in n)
+    assert torch.equal(tuned[embedding], original[embedding])
+    assert any(not torch.equal(tuned[n], original[n]) for n in tuned if "layers." in n)
+
+
+def test_a_packed_epoch_counts_rows_not_conversations(setup, tmp_path):
+    """12 short conversations fill one 2048-token row: one epoch is one step of one row, not 12."""
+    _, data, base = setup
+    result = subprocess.run(
+        [sys.executable, "-m", "agentlm.train.sft", "--config", "tiny", "--data", str(data), "--base-model", str(base),
+         "--output-dir", str(tmp_path / "out"), "--set", "epochs=1", "max_steps=0", "pack=true", "batch_size=1",
+         "grad_accum=1", "log_every=1"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.findall(r"^step (\d+)/(\d+) ", result.stdout, re.M) == [("1", "1")]
