@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,6 +42,9 @@ class Conversation:
     id: str
     turns: list[Turn]
     source: str = ""
+    # Other top-level fields of the record (a collector's reward, repaired_steps, ...), kept as
+    # they were so that filtering, mixing and decontaminating a file lose nothing.
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def messages(self) -> list[ChatMessage]:
         return [{"role": t.role, "content": t.content} for t in self.turns]
@@ -55,7 +58,7 @@ class Conversation:
         }
         if self.source:
             record["source"] = self.source
-        return record
+        return record | {k: v for k, v in self.extra.items() if k not in record}
 
     @classmethod
     def from_record(cls, record: Any, where: str = "record") -> Conversation:
@@ -82,7 +85,10 @@ class Conversation:
             if loss is not None and not isinstance(loss, bool):
                 raise DataFormatError(f"{where}: conversations[{i}].loss must be true, false or null")
             turns.append(Turn(role, value, loss))  # type: ignore[arg-type]
-        return cls(id=str(record.get("id", where)), turns=turns, source=str(record.get("source", "")))
+        extra = {k: v for k, v in record.items() if k not in ("id", "conversations", "source")}
+        return cls(
+            id=str(record.get("id", where)), turns=turns, source=str(record.get("source", "")), extra=extra
+        )
 
 
 def read_jsonl(path: str | Path) -> list[Conversation]:

@@ -43,3 +43,20 @@ def test_bad_records_name_file_line_and_field(tmp_path, line, message):
     with pytest.raises(DataFormatError, match=re.escape(message)) as err:
         read_jsonl(path)
     assert str(path) in str(err.value)
+
+
+def test_other_record_fields_survive_reading_and_writing(tmp_path):
+    """A collector's reward and repair counts pass through filtering and mixing unchanged."""
+    record = {
+        "id": "db-7",
+        "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "loss": True, "value": "a"}],
+        "source": "collect/db/scripted",
+        "reward": 1.0,
+        "repaired_steps": 2,
+    }
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text(json.dumps(record) + "\n")
+    write_jsonl(out, read_jsonl(src))
+    again = json.loads(out.read_text())
+    assert again["reward"] == 1.0 and again["repaired_steps"] == 2
+    assert list(again)[:3] == ["id", "conversations", "source"]
