@@ -132,8 +132,10 @@ def _render_vicuna(turns: list[Turn], honour_loss_flag: bool) -> list[Segment]:
         if turn.role == "user":
             out.append(Segment(f"USER: {turn.content.strip()} ", False))
         elif turn.role == "assistant":
-            out.append(Segment("ASSISTANT: ", False))
-            out.append(Segment(f"{turn.content.strip()}</s>", turn.trainable(honour_loss_flag)))
+            # The space after "ASSISTANT:" is the reply's: served prompts end at "ASSISTANT:", so the
+            # model writes it, and Llama's tokenizer gives it a token of its own before a digit ("▁", "1").
+            out.append(Segment("ASSISTANT:", False))
+            out.append(Segment(f" {turn.content.strip()}</s>", turn.trainable(honour_loss_flag)))
         else:
             raise ValueError(f"vicuna_v1.1 template: a {turn.role!r} turn can only come first")
     return out

@@ -1,0 +1,104 @@
+"""Promotion: is a newly trained checkpoint not worse than the one in service?
+
+``train/run.sh`` evaluates both with ``agentlm.train.eval --model PREVIOUS --model NEW --json
+eval.json`` and asks this module. The new checkpoint is promoted when
+
+- its mean agent-task success (over the task files both rows have) is at least the previous one's,
+- its general multiple-choice accuracy fell by at most ``tolerance`` points (default 2), and
+- its held-out chat perplexity rose by at most ``ppl_tolerance`` percent (default 2).
+
+A metric missing from either row (``eval --no-general``, no task files) is not compared; when no
+metric can be compared the new checkpoint is kept out, as nothing shows it is not worse. With no
+previous checkpoint (one row, or no eval file) the new one is promoted.
+
+    python -m agentlm.train.promote --eval eval.json --out promotion.json   # exit 0: promote, 3: keep
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from agentlm.train.eval import EvalRow
+
+KEEP = 3  # the exit status that says "keep the previous checkpoint": a decision, not an error
+EPS = 1e-9  # success rates and accuracies are ratios of small counts: compare them exactly
+
+
+@dataclass
+class Decision:
+    promote: bool
+    reason: str
+    checks: list[str] = field(default_factory=list)  # one line per metric compared
+    previous: EvalRow | None = None
+    new: EvalRow | None = None
+
+
+def not_worse(
+    previous: EvalRow | None, new: EvalRow | None, tolerance: float = 2.0, ppl_tolerance: float = 2.0
+) -> Decision:
+    """Whether `new` may replace `previous`; tolerances in accuracy points and perplexity percent."""
+    if previous is None:
+        return Decision(True, "no previous checkpoint to compare with", new=new)
+    if new is None:
+        raise ValueError("a previous row needs a new row to compare with")
+    checks, worse = [], []
+
+    def check(name: str, old: float, now: float, ok: bool, fmt: str) -> None:
+        checks.append(f"{name}: {old:{fmt}} -> {now:{fmt}} {'ok' if ok else 'worse'}")
+        if not ok:
+            worse.append(name)
+
+    common = sorted(set(previous.tasks) & set(new.tasks))
+    if common:
+        old = sum(previous.tasks[t] for t in common) / len(common)
+        now = sum(new.tasks[t] for t in common) / len(common)
+        check(f"mean agent success ({', '.join(common)})", old, now, now >= old - EPS, ".1%")
+    if previous.mc_accuracy is not None and new.mc_accuracy is not None:
+        old, now = previous.mc_accuracy, new.mc_accuracy
+        ok = now >= old - tolerance / 100 - EPS
+        check(f"general MC (may fall {tolerance:g} points)", old, now, ok, ".1%")
+    if previous.perplexity is not None and new.perplexity is not None:
+        old, now = previous.perplexity, new.perplexity
+        ok = now <= old * (1 + ppl_tolerance / 100) + EPS
+        check(f"chat perplexity (may rise {ppl_tolerance:g} %)", old, now, ok, ".2f")
+    if not checks:
+        return Decision(False, "no metric in common to compare", checks, previous, new)
+    reason = f"worse on {'; '.join(worse)}" if worse else "not worse on any metric compared"
+    return Decision(not worse, reason, checks, previous, new)
+
+
+def decide(eval_json: Path | None, tolerance: float = 2.0, ppl_tolerance: float = 2.0) -> Decision:
+    """The decision for eval.json's rows: [previous, new], or [new] alone (no previous checkpoint)."""
+    rows = [EvalRow(**r) for r in json.loads(eval_json.read_text())] if eval_json else []
+    if len(rows) > 2:
+        raise ValueError(f"{eval_json}: {len(rows)} rows; expected [previous, new] or [new]")
+    previous, new = (rows[0], rows[1]) if len(rows) == 2 else (None, rows[0] if rows else None)
+    return not_worse(previous, new, tolerance, ppl_tolerance)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="agentlm promote", description=__doc__.splitlines()[0])
+    parser.add_argument("--eval", type=Path, help="eval.json rows [previous, new] (none: no previous)")
+    parser.add_argument("--tolerance", type=float, default=2.0, help="MC accuracy points the new may lose")
+    parser.add_argument("--ppl-tolerance", type=float, default=2.0, help="perplexity percent it may gain")
+    parser.add_argument("--out", type=Path, help="write the decision as JSON here")
+    parser.add_argument("--checkpoint", help="the new checkpoint (recorded in --out)")
+    parser.add_argument("--link", help="the link promotion repoints (recorded in --out)")
+    args = parser.parse_args(argv)
+    decision = decide(args.eval, args.tolerance, args.ppl_tolerance)
+    for line in decision.checks:
+        print(f"  {line}")
+    print(f"{'promote' if decision.promote else 'keep the previous checkpoint'}: {decision.reason}")
+    if args.out:
+        record = {**asdict(decision), "checkpoint": args.checkpoint, "link": args.link}
+        record |= {"tolerance": args.tolerance, "ppl_tolerance": args.ppl_tolerance}
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
+    sys.exit(0 if decision.promote else KEEP)
+
+
+if __name__ == "__main__":
+    main()
