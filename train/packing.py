@@ -18,6 +18,7 @@ conversations are no longer than the window (512 tokens for the 270M model).
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,3 +128,14 @@ def packed_batch(examples: list[Any], pad_id: int, capacity: int, dtype: Any = N
     allowed |= torch.eye(width, dtype=torch.bool)  # padding attends to itself: no empty softmax rows
     mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
     return Batch(ids, labels, mask[:, None], positions, sum(len(ex.input_ids) for ex in examples))
+
+
+def epoch_rows(lengths: list[int], capacity: int, rng: random.Random) -> list[list[int]]:
+    """An epoch's rows (indices of ``lengths``, in their shuffled order), the rows themselves shuffled.
+
+    ``packed_rows_stream`` fills rows longest first; without the shuffle an epoch would run from
+    long conversations to short ones, which in a mix means from agent trajectories to general chat.
+    """
+    rows = packed_rows_stream(lengths, capacity)
+    rng.shuffle(rows)
+    return rows

@@ -221,14 +221,20 @@ class SFTRecipe:
         return examples
 
     def _units_per_epoch(self) -> int:
-        """What batch_size counts in one epoch: conversations, or packed rows when packing."""
+        """What batch_size counts in one epoch on all ranks: conversations, or packed rows."""
         if not self.cfg.pack:
             return len(self.examples)
         from agentlm.train.packing import packed_rows_stream
 
         order = list(range(len(self.examples)))
-        random.Random(self.cfg.seed).shuffle(order)  # as _batches lays out the first epoch
-        return len(packed_rows_stream([len(self.examples[j].input_ids) for j in order], self.cfg.max_seq_len))
+        random.Random(self.cfg.seed).shuffle(order)  # about as _batches lays out an epoch
+        rows = 0
+        for rank in range(self.world_size):
+            mine = order[rank :: self.world_size]
+            rows += len(
+                packed_rows_stream([len(self.examples[j].input_ids) for j in mine], self.cfg.max_seq_len)
+            )
+        return rows
 
     def _deepspeed_config(self, dtype) -> dict[str, Any]:
         import torch
@@ -246,7 +252,7 @@ class SFTRecipe:
         """Endless shuffled micro batches for this rank: padded, or packed with exact boundaries."""
         import torch
 
-        from agentlm.train.packing import packed_batch, packed_rows_stream, padded_batch
+        from agentlm.train.packing import epoch_rows, packed_batch, padded_batch
 
         cfg = self.cfg
         rng = random.Random(cfg.seed)
@@ -257,7 +263,7 @@ class SFTRecipe:
             rng.shuffle(order)
             order = order[self.rank :: self.world_size]
             if cfg.pack:  # batch_size rows of up to max_seq_len tokens, filled from the epoch
-                rows = packed_rows_stream([len(self.examples[j].input_ids) for j in order], cfg.max_seq_len)
+                rows = epoch_rows([len(self.examples[j].input_ids) for j in order], cfg.max_seq_len, rng)
                 groups = [[order[i] for i in row] for row in rows]
             else:  # batch_size conversations
                 groups = [[j] for j in order]

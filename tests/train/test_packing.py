@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 from tiny import build_tiny_model
@@ -10,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from agentlm.data.formats import Conversation, Turn
 from agentlm.data.masks import tokenize_conversation
 from agentlm.data.templates import get_template
-from agentlm.train.packing import pack_rows, packed_batch, padded_batch
+from agentlm.train.packing import epoch_rows, pack_rows, packed_batch, padded_batch
 from agentlm.train.sft import causal_lm_loss
 
 
@@ -78,3 +80,16 @@ def test_packed_and_padded_batches_have_the_same_loss_with_less_padding(model_an
     assert ours_packed.item() == pytest.approx(loss_packed.item(), rel=1e-5)
     assert packed.real_tokens == padded.real_tokens
     assert packed.padding_share < padded.padding_share
+
+
+def test_an_epochs_rows_cover_every_conversation_once_in_no_length_order():
+    """Rows are filled longest first; the epoch must not then run from long to short conversations."""
+    lengths = [1000] * 50 + [100] * 150  # agent trajectories (a row each) and short chats (10 a row)
+    random.Random(0).shuffle(lengths)
+    rows = epoch_rows(lengths, 1024, random.Random(0))
+    assert sorted(i for row in rows for i in row) == list(range(200))
+    assert all(sum(lengths[i] for i in row) <= 1024 for row in rows)
+    short_rows = [at for at, row in enumerate(rows) if max(lengths[i] for i in row) == 100]
+    assert len(short_rows) == 15
+    # Unshuffled, the 15 rows of short chats would all come last (mean position 0.88 of the epoch).
+    assert 0.25 < sum(short_rows) / len(short_rows) / len(rows) < 0.75
