@@ -309,6 +309,16 @@ for _name, _target, _help in (
         "Prepare general chat: English, clean, split at turns, GPT-4:GPT-3.5 at 1:4.",
     ),
     (
+        "pydocs",
+        "agentlm.data.pydocs:main",
+        "General chat from Python's own documentation, for machines without the hub.",
+    ),
+    (
+        "mix",
+        "agentlm.data.mix:main",
+        "Mix agent trajectories with general chat at eta (agent share of examples), with a report.",
+    ),
+    (
         "dbgen",
         "agentlm.data.dbgen:main",
         "Generate verified dbbench-format DB tasks (training or held-out domains).",

@@ -91,7 +91,7 @@ def mix(
     return mixture, report
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument("--eta", type=float, default=0.2, help="agent share of examples (default 0.2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     agent = [c for path in args.agent for c in read_jsonl(path)]
     general = [c for path in args.general for c in read_jsonl(path)]
     mixture, report = mix(agent, general, args.eta, args.seed)

@@ -102,3 +102,17 @@ def test_data_collect_writes_agentinstruct_trajectories(tmp_path):
         "data", "collect", "--tasks", str(AGENTBENCH / "os_dev.json"), "--out", str(out), "--teacher", "gpt-4"
     )
     assert bad.returncode == 2 and "needs --base-url" in bad.stderr
+
+
+def test_data_subcommands_forward_to_their_modules(tmp_path):
+    help_text = agentlm("data", "--help").stdout
+    for command in ("collect", "general", "pydocs", "mix", "dbgen", "decontaminate", "stats"):
+        assert f" {command} " in help_text
+    general = tmp_path / "general.jsonl"
+    assert agentlm("data", "pydocs", "--out", str(general), "--limit", "30").returncode == 0
+    agent = tmp_path / "agent.jsonl"
+    agent.write_text(general.read_text().splitlines()[0] + "\n")
+    mixed = agentlm("data", "mix", "--agent", str(agent), "--general", str(general), "--eta", "0.2",
+                    "--out", str(tmp_path / "mix.jsonl"))  # fmt: skip
+    assert mixed.returncode == 0, mixed.stderr
+    assert "5 examples, agent share 0.200 (1 agent, 4 general of 30 available)" in mixed.stdout
