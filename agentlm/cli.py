@@ -324,6 +324,11 @@ for _name, _target, _help in (
         "Generate verified dbbench-format DB tasks (training or held-out domains).",
     ),
     (
+        "instruct",
+        "agentlm.data.instruct:main",
+        "Have a teacher propose new DB or OS tasks; keep those whose reference passes its own check.",
+    ),
+    (
         "thoughts",
         "agentlm.data.thoughts:main",
         "Give actions that lack a thought one from a teacher, marked as such.",

@@ -118,7 +118,7 @@ class CollectReport:
 TeacherFactory = Callable[[Episode, str], ChatModel]
 
 
-def _collected_ids(out: Path) -> set[str]:
+def collected_ids(out: Path) -> set[str]:
     """Ids already in `out`. A last line cut short by a killed run is removed, so nothing else is lost."""
     if not out.is_file():
         return set()
@@ -167,7 +167,7 @@ def collect(
 ) -> CollectReport:
     """Run the teacher on every task; append kept trajectories to `out` (AgentInstruct JSONL)."""
     out = Path(out)
-    done = _collected_ids(out)
+    done = collected_ids(out)
     report = CollectReport(tasks=len(tasks))
     lock = threading.Lock()
     started = time.perf_counter()

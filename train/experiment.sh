@@ -91,4 +91,11 @@ out = ["## Base vs. tuned (eta = 0.2)", "", head, row("base"), row("main"), "",
        "## Ablation (equal budget)", "", head, row("base"), *(row(n) for n in ("eta0", "eta0.2", "eta1", "eta0.2-noflag"))]
 (work / "results.md").write_text("\n".join(out) + "\n")
 print("\n".join(out))
+
+from agentlm.train.eval import EvalRow, plot
+names = ("base", "main", "eta0", "eta0.2", "eta1", "eta0.2-noflag")
+rows = [EvalRow(**json.loads((work / f"eval-{n}.json").read_text())[0]) for n in names]
+for name, r in zip(names, rows):
+    r.model = name
+print(f"plot: {plot(rows, work / 'results.png')}")
 EOF
