@@ -54,10 +54,13 @@ def agent_success(
     max_tokens: int = 256,
     parallel: int = 8,
     max_rounds: int | None = None,
+    runs_out: Path | None = None,
 ) -> float:
     """The share of runnable tasks in `task_file` the model solves (reward >= 1).
 
     Tasks run ``parallel`` at a time, each in its own episode; the server batches their requests.
+    With ``runs_out``, every run is written there (JSONL: task id, reward, trajectory), to read
+    what the model did.
     """
     env = get_environment(detect_environment(task_file))
     tasks = [t for t in env.load(task_file) if not t.unsupported][:limit]
@@ -67,13 +70,19 @@ def agent_success(
         generation=GenerationParams(max_tokens=max_tokens, temperature=0.0), max_rounds=max_rounds
     )
 
-    def solve(task: Any) -> bool:
+    def solve(task: Any) -> tuple[float, Any]:
         with env.episode(task) as episode:
             traj = Agent(model, episode.setup(), config).run()
-            return episode.reward(traj.final_answer) >= 1.0
+            return episode.reward(traj.final_answer), traj
 
     with ThreadPoolExecutor(max(1, parallel)) as pool:
-        return sum(pool.map(solve, tasks)) / len(tasks)
+        results = list(pool.map(solve, tasks))
+    if runs_out:
+        runs_out.parent.mkdir(parents=True, exist_ok=True)
+        with runs_out.open("w") as f:
+            for task, (reward, traj) in zip(tasks, results, strict=True):
+                f.write(json.dumps({"task": task.id, "reward": reward, "trajectory": traj.to_dict()}) + "\n")
+    return sum(reward >= 1.0 for reward, _ in results) / len(tasks)
 
 
 def _load(checkpoint: str) -> tuple[Any, Any]:
@@ -141,6 +150,7 @@ def evaluate(
     max_tokens: int = 256,
     parallel: int = 8,
     max_rounds: int | None = None,
+    runs_dir: Path | None = None,
 ) -> list[EvalRow]:
     from agentlm.processes import free_port, start_server, stop
 
@@ -159,7 +169,10 @@ def evaluate(
                     base = f"http://127.0.0.1:{port}/v1"
                     model = OpenAIChatModel(_served_id(base), base)
                 for path in task_files:
-                    row.tasks[path.stem] = agent_success(model, path, limit, max_tokens, parallel, max_rounds)
+                    runs_out = runs_dir / f"{Path(name).name}-{path.stem}.jsonl" if runs_dir else None
+                    row.tasks[path.stem] = agent_success(
+                        model, path, limit, max_tokens, parallel, max_rounds, runs_out
+                    )
             if general and not url:
                 lm, tokenizer = _load(name)
                 row.mc_accuracy = mc_accuracy(lm, tokenizer)
@@ -220,6 +233,7 @@ def main(argv: list[str] | None = None) -> None:
         "--max-rounds", type=int, help="model turns per task (default: the environment's, 15 for DB)"
     )
     parser.add_argument("--parallel", type=int, default=8, help="agent tasks run at once")
+    parser.add_argument("--runs", type=Path, help="write every agent run here (MODEL-TASKFILE.jsonl)")
     parser.add_argument("--no-general", action="store_true", help="skip multiple choice and perplexity")
     parser.add_argument("--json", type=Path, help="write the rows as JSON here")
     parser.add_argument("--plot", type=Path, help="write a bar chart PNG here")
@@ -232,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
         args.max_tokens,
         args.parallel,
         args.max_rounds,
+        args.runs,
     )
     print(table(rows))
     if args.json:

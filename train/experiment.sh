@@ -21,7 +21,7 @@ BASE=${BASE:-${AGENTLM_HOME:-$HOME/.agentlm}/models/gemma-3-270m}  # written by 
 AGENT=${AGENT:-120}                    # agent trajectories in the training set
 ABLATION_STEPS=${ABLATION_STEPS:-12}   # optimizer steps per ablation row (about 4k tokens each)
 EVAL_TASKS=${EVAL_TASKS:-30}           # tasks per evaluation set
-EVAL=(--max-tokens 128 --max-rounds 5 --parallel 8)  # per reply; model turns per task
+EVAL=(--max-tokens 128 --max-rounds 5 --parallel 8 --runs "$work/runs")  # per reply; turns per task; every run kept
 mkdir -p "$work"
 step() { echo "== $*"; }
 have() { [ -s "$1" ]; }

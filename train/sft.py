@@ -174,6 +174,14 @@ class SFTRecipe:
         )
         model = AutoModelForCausalLM.from_pretrained(cfg.base_model, dtype=dtype)
         model.config.use_cache = False
+        window = getattr(model.config, "sliding_window", None)
+        if cfg.pack and window and any(len(e.input_ids) > window for e in self.examples):
+            # One block-diagonal mask serves every layer (train/packing.py): exact up to the window.
+            log.warning(
+                "%d of %d conversations are longer than the %d-token sliding window: packed, their "
+                "sliding-window layers see further back in training than in serving",
+                sum(len(e.input_ids) > window for e in self.examples), len(self.examples), window,
+            )  # fmt: skip
         if cfg.freeze_embeddings:
             model.get_input_embeddings().weight.requires_grad_(False)
         if cfg.lora_rank:

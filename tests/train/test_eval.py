@@ -48,7 +48,7 @@ def endpoint(policy):
     return serve(Model)
 
 
-def test_agent_success_is_the_share_of_tasks_a_served_model_solves(heldout):
+def test_agent_success_is_the_share_of_tasks_a_served_model_solves(heldout, tmp_path):
     path, records = heldout
     by_question = {f"{r['description']}\n{r['add_description']}": r for r in records}
 
@@ -62,8 +62,13 @@ def test_agent_success_is_the_share_of_tasks_a_served_model_solves(heldout):
         (row,) = evaluate([f"oracle={base}/v1"], [path], None, general=False)
     assert row.tasks == {"heldout": 1.0}
     with endpoint(lambda m: 'Action: Answer\nFinal Answer: ["nobody"]') as base:
-        (row,) = evaluate([f"guesser={base}/v1"], [path], None, general=False)
+        (row,) = evaluate(
+            [f"guesser={base}/v1"], [path], None, general=False, runs_dir=tmp_path, max_rounds=2
+        )
     assert row.tasks == {"heldout": 0.0}
+    runs = [json.loads(line) for line in (tmp_path / "guesser-heldout.jsonl").read_text().splitlines()]
+    assert len(runs) == len(records) and {r["reward"] for r in runs} == {0.0}
+    assert runs[0]["trajectory"]["final_answer"] == '["nobody"]'
 
 
 class Favours:
