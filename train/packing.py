@@ -3,17 +3,18 @@
 Padded: one conversation a row, right-padded to the longest in the batch. Packed: the same
 conversations laid end to end in as few rows as fit ``capacity`` tokens (first-fit decreasing), so
 almost no compute goes to padding. Packing is exact: position ids restart at 0 for every
-conversation, and a block-diagonal causal mask (4-D, additive) keeps attention from crossing
-between them, so each conversation's logits are the ones it would get alone. Loss cannot cross
-either: a conversation's first token (its BOS) is never a target.
+conversation and no attention mask is passed, which is how transformers recognises packed rows:
+its attention then keeps to each conversation. With sdpa or eager attention (the CPU) it builds a
+block-diagonal causal mask per layer type, so Gemma 3's sliding-window layers keep their window
+inside each conversation; with FlashAttention 2 (``attn_implementation: flash_attention_2`` on a
+GPU) it takes the variable-length kernel, with no mask at all. Each conversation's logits are the
+ones it would get alone. Loss cannot cross either: a conversation's first token (its BOS) is never
+a target.
 
 With packing, a micro batch is ``batch_size`` ROWS of up to ``max_seq_len`` tokens, filled from the
 shuffled epoch (``packed_rows_stream``); padded, it is ``batch_size`` conversations. The loss is
 summed over target tokens and divided by their count either way, so the same conversations in a
 step give the same loss whichever layout holds them; packing only removes wasted compute.
-
-Gemma 3's sliding-window layers see the full block-diagonal mask too: the same result as long as
-conversations are no longer than the window (512 tokens for the 270M model).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from agentlm.data.masks import IGNORE_INDEX
 class Batch:
     input_ids: Any  # (rows, width) long
     labels: Any  # (rows, width) long, IGNORE_INDEX where there is nothing to learn
-    attention_mask: Any  # padded: (rows, width) 0/1; packed: (rows, 1, width, width) additive float
+    attention_mask: Any | None  # padded: (rows, width) 0/1; packed: None (positions say where rows split)
     position_ids: Any | None  # packed only: (rows, width), restarting per conversation
     real_tokens: int  # tokens that belong to a conversation (the rest is padding)
 
@@ -40,9 +41,12 @@ class Batch:
 
     def model_inputs(self) -> dict[str, Any]:
         """The model's inputs, without the labels (the recipe computes the loss itself)."""
-        inputs = {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+        inputs = {"input_ids": self.input_ids}
+        if self.attention_mask is not None:
+            inputs["attention_mask"] = self.attention_mask
         if self.position_ids is not None:
-            inputs["position_ids"] = self.position_ids
+            # transformers reads restarted positions as packing only when no KV cache is built.
+            inputs |= {"position_ids": self.position_ids, "use_cache": False}
         return inputs
 
     def to(self, device: Any) -> Batch:
@@ -103,31 +107,25 @@ def padded_batch(examples: list[Any], pad_id: int) -> Batch:
     return Batch(ids, labels, mask, None, sum(len(ex.input_ids) for ex in examples))
 
 
-def packed_batch(examples: list[Any], pad_id: int, capacity: int, dtype: Any = None) -> Batch:
+def packed_batch(examples: list[Any], pad_id: int, capacity: int) -> Batch:
     """The conversations end to end in rows of at most `capacity` tokens, boundaries kept exact."""
     import torch
 
-    dtype = dtype or torch.float32
     rows = pack_rows([len(ex.input_ids) for ex in examples], capacity)
     width = max(sum(len(examples[i].input_ids) for i in row) for row in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    # Padding keeps position 0: each padding token is a sequence of its own, attending to itself.
     positions = torch.zeros((len(rows), width), dtype=torch.long)
-    segment = torch.full((len(rows), width), -1, dtype=torch.long)  # which conversation; -1 padding
     for r, row in enumerate(rows):
         at = 0
-        for k, i in enumerate(row):
+        for i in row:
             n = len(examples[i].input_ids)
             ids[r, at : at + n] = torch.tensor(examples[i].input_ids)
             labels[r, at : at + n] = torch.tensor(examples[i].labels)
             positions[r, at : at + n] = torch.arange(n)
-            segment[r, at : at + n] = k
             at += n
-    causal = torch.tril(torch.ones((width, width), dtype=torch.bool))
-    allowed = (segment[:, :, None] == segment[:, None, :]) & causal & (segment[:, :, None] >= 0)
-    allowed |= torch.eye(width, dtype=torch.bool)  # padding attends to itself: no empty softmax rows
-    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
-    return Batch(ids, labels, mask[:, None], positions, sum(len(ex.input_ids) for ex in examples))
+    return Batch(ids, labels, None, positions, sum(len(ex.input_ids) for ex in examples))
 
 
 def epoch_rows(lengths: list[int], capacity: int, rng: random.Random) -> list[list[int]]:

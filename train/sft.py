@@ -59,6 +59,9 @@ class SFTConfig:
     # model with a large vocabulary most weights are there, and adapting the transformer body is
     # enough to learn a format. Saves their gradients and optimizer state.
     freeze_embeddings: bool = False
+    # "auto": FlashAttention 2 on a GPU where the flash-attn package is installed (packed rows then
+    # take its variable-length kernel), else PyTorch's sdpa. Any transformers name is accepted.
+    attn_implementation: str = "auto"
     max_seq_len: int = 2048  # longer conversations are dropped and counted, never cut mid-turn
     epochs: float = 3.0
     max_steps: int = 0  # optimizer steps; 0 means derive from epochs
@@ -172,16 +175,10 @@ class SFTRecipe:
         dtype = (
             torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
         )
-        model = AutoModelForCausalLM.from_pretrained(cfg.base_model, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(
+            cfg.base_model, dtype=dtype, attn_implementation=_attention(cfg.attn_implementation)
+        )
         model.config.use_cache = False
-        window = getattr(model.config, "sliding_window", None)
-        if cfg.pack and window and any(len(e.input_ids) > window for e in self.examples):
-            # One block-diagonal mask serves every layer (train/packing.py): exact up to the window.
-            log.warning(
-                "%d of %d conversations are longer than the %d-token sliding window: packed, their "
-                "sliding-window layers see further back in training than in serving",
-                sum(len(e.input_ids) > window for e in self.examples), len(self.examples), window,
-            )  # fmt: skip
         if cfg.freeze_embeddings:
             model.get_input_embeddings().weight.requires_grad_(False)
         if cfg.lora_rank:
@@ -258,14 +255,12 @@ class SFTRecipe:
 
     def _batches(self):
         """Endless shuffled micro batches for this rank: padded, or packed with exact boundaries."""
-        import torch
 
         from agentlm.train.packing import epoch_rows, packed_batch, padded_batch
 
         cfg = self.cfg
         rng = random.Random(cfg.seed)
         pad = self.tokenizer.pad_token_id
-        dtype = torch.bfloat16 if self.engine.bfloat16_enabled() else torch.float32
         while True:
             order = list(range(len(self.examples)))
             rng.shuffle(order)
@@ -278,7 +273,7 @@ class SFTRecipe:
             for i in range(0, len(groups) - cfg.batch_size + 1 or 1, cfg.batch_size):
                 batch = [self.examples[j] for group in groups[i : i + cfg.batch_size] for j in group]
                 if cfg.pack:
-                    yield packed_batch(batch, pad, cfg.max_seq_len, dtype).to(self.device)
+                    yield packed_batch(batch, pad, cfg.max_seq_len).to(self.device)
                 else:
                     yield padded_batch(batch, pad).to(self.device)
 
@@ -440,6 +435,17 @@ class SFTRecipe:
 
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _attention(choice: str) -> str:
+    if choice != "auto":
+        return choice
+    import importlib.util
+
+    import torch
+
+    gpu = torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
+    return "flash_attention_2" if gpu else "sdpa"
 
 
 def causal_lm_loss(model, batch, n_tokens):

@@ -53,6 +53,7 @@ def test_each_conversation_gets_the_logits_it_gets_alone(model_and_examples, att
     batch = packed_batch(examples, tokenizer.pad_token_id, capacity=200)
     assert batch.input_ids.shape[0] < len(examples)  # several conversations share a row
     with torch.no_grad():
+        assert "attention_mask" not in batch.model_inputs()  # restarted positions mark the boundaries
         packed = model(**batch.model_inputs()).logits
         rows = pack_rows([len(e.input_ids) for e in examples], 200)
         for r, members in enumerate(rows):
@@ -62,6 +63,40 @@ def test_each_conversation_gets_the_logits_it_gets_alone(model_and_examples, att
                 alone = model(torch.tensor([examples[i].input_ids])).logits[0]
                 assert torch.allclose(packed[r, at : at + n], alone, atol=1e-5), (attention, i)
                 at += n
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_gemma3_sliding_window_layers_keep_their_window_inside_each_packed_conversation(attention):
+    """Conversations longer than the window: the packed sliding layers must still see only the window."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=16, sliding_window=6, layer_types=["sliding_attention", "full_attention"],
+        attn_implementation=attention,
+    )  # fmt: skip
+    model = Gemma3ForCausalLM(config).eval()
+    lengths = [20, 13, 9, 25]
+    examples = [
+        type("Ex", (), {"input_ids": torch.randint(2, 64, (n,)).tolist(), "labels": [-100] * n})()
+        for n in lengths
+    ]
+    batch = packed_batch(examples, 0, capacity=40)
+    with torch.no_grad():
+        packed = model(**batch.model_inputs()).logits
+        for r, members in enumerate(pack_rows(lengths, 40)):
+            at = 0
+            for i in members:
+                alone = model(torch.tensor([examples[i].input_ids])).logits[0]
+                assert torch.allclose(packed[r, at : at + lengths[i]], alone, atol=1e-5), (attention, i)
+                at += lengths[i]
+        # The window matters here: the same weights with a window wider than the conversations
+        # (what one block-diagonal mask for every layer amounted to) give other logits.
+        wide = Gemma3ForCausalLM(Gemma3TextConfig(**{**config.to_dict(), "sliding_window": 64})).eval()
+        wide.load_state_dict(model.state_dict())
+        ids = torch.tensor([examples[0].input_ids])
+        assert not torch.allclose(wide(ids).logits, model(ids).logits, atol=1e-3)
 
 
 def test_packed_and_padded_batches_have_the_same_loss_with_less_padding(model_and_examples):
