@@ -28,6 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from agentlm.agent.envs import detect_environment, get_environment
 from agentlm.agent.envs.base import Environment, EnvTask, Episode
@@ -226,19 +227,24 @@ def collect(
             report.kept += 1
 
     out.parent.mkdir(parents=True, exist_ok=True)
+    run_parallel(one, todo, workers, "collecting" if progress else None)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def run_parallel(fn: Callable[[Any], Any], items: list[Any], workers: int, progress: str | None) -> None:
+    """``fn`` over ``items`` in ``workers`` threads, with a progress bar labelled ``progress`` if given."""
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(todo), desc="collecting", unit="task")
+        bar = tqdm(total=len(items), desc=progress, unit="task")
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for _ in pool.map(one, todo):
+        for _ in pool.map(fn, items):
             if bar is not None:
                 bar.update()
     if bar is not None:
         bar.close()
-    report.seconds = time.perf_counter() - started
-    return report
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -35,7 +35,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,7 @@ from agentlm.agent.envs.db import MODIFICATIONS, DBEnvironment
 from agentlm.agent.envs.os import OSEnvironment
 from agentlm.agent.models import ChatModel, GenerationParams, ModelEndpointError, OpenAIChatModel
 from agentlm.agent.tools.sql import SQLError
-from agentlm.data.collect import collected_ids
+from agentlm.data.collect import collected_ids, run_parallel
 from agentlm.data.dbgen import KINDS, label_and_verify
 from agentlm.data.formats import DataFormatError
 
@@ -438,17 +437,7 @@ def construct(
             report.kept += 1
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(todo), desc=f"constructing {env} tasks", unit="task")
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for _ in pool.map(one, todo):
-            if bar is not None:
-                bar.update()
-    if bar is not None:
-        bar.close()
+    run_parallel(one, todo, workers, f"constructing {env} tasks" if progress else None)
     report.seconds = time.perf_counter() - started
     return report
 

@@ -265,23 +265,9 @@ class TrajectoryStore:
             row = self._conn.execute(f"{_SELECT} WHERE t.id = ?", (trajectory_id,)).fetchone()
         return None if row is None else _trajectory(row)
 
-    def list(
-        self,
-        profile: str | None = None,
-        model: str | None = None,
-        rating: Rating | None = None,
-        min_reward: float | None = None,
-        max_reward: float | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        stop_reason: str | None = None,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> list[Trajectory]:
-        """A page of the matching trajectories, newest first (see ``TrajectoryFilter``)."""
-        where, args = TrajectoryFilter(
-            profile, model, rating, min_reward, max_reward, since, until, stop_reason
-        ).sql()
+    def list(self, limit: int = 50, offset: int = 0, **filters: Any) -> list[Trajectory]:
+        """A page of the trajectories matching ``filters`` (``TrajectoryFilter``'s fields), newest first."""
+        where, args = TrajectoryFilter(**filters).sql()
         with self._lock:
             rows = self._conn.execute(
                 f"{_SELECT} {where} ORDER BY t.created_at DESC, t.id LIMIT ? OFFSET ?",
@@ -289,36 +275,13 @@ class TrajectoryStore:
             ).fetchall()
         return [_trajectory(r) for r in rows]
 
-    def count(
-        self,
-        profile: str | None = None,
-        model: str | None = None,
-        rating: Rating | None = None,
-        min_reward: float | None = None,
-        max_reward: float | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        stop_reason: str | None = None,
-    ) -> int:
+    def count(self, **filters: Any) -> int:
         """How many trajectories match (the same filters as ``list``, all pages together)."""
-        where, args = TrajectoryFilter(
-            profile, model, rating, min_reward, max_reward, since, until, stop_reason
-        ).sql()
+        where, args = TrajectoryFilter(**filters).sql()
         with self._lock:
             return self._conn.execute(f"SELECT count(*) FROM trajectories t {where}", args).fetchone()[0]
 
-    def snapshot(
-        self,
-        profile: str | None = None,
-        model: str | None = None,
-        rating: Rating | None = None,
-        min_reward: float | None = None,
-        max_reward: float | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        stop_reason: str | None = None,
-        page: int = 200,
-    ) -> Iterator[Trajectory]:
+    def snapshot(self, page: int = 200, **filters: Any) -> Iterator[Trajectory]:
         """Every matching trajectory, oldest first, as of one moment; writers are never blocked.
 
         Reads on its own read-only connection inside one read transaction, which WAL keeps
@@ -326,9 +289,7 @@ class TrajectoryStore:
         all in memory. The connection is opened at the first ``next()`` and closed when the
         iterator is exhausted or closed.
         """
-        where, args = TrajectoryFilter(
-            profile, model, rating, min_reward, max_reward, since, until, stop_reason
-        ).sql()
+        where, args = TrajectoryFilter(**filters).sql()
         conn = self._connect_readonly()
         try:
             conn.execute("PRAGMA busy_timeout=5000")

@@ -256,7 +256,7 @@ def test_filters_and_counts(store: TrajectoryStore) -> None:
     store.set_feedback(c.id, Feedback(-1))
     ids = lambda **f: [t.id for t in store.list(**f)]  # noqa: E731
     assert ids(profile="hr-assistant") == [c.id, a.id]
-    assert [t.id for t in store.list("hr-assistant", limit=1, offset=1)] == [a.id]  # profile comes first
+    assert [t.id for t in store.list(limit=1, offset=1, profile="hr-assistant")] == [a.id]
     assert ids(model="big") == [b.id] and ids(model="tiny", profile="scheduling-assistant") == []
     assert ids(rating=-1) == [c.id] and ids(rating="none") == [b.id, a.id] and ids(rating=1) == []
     assert ids(min_reward=0.5) == [a.id] and ids(max_reward=0.5) == [b.id]
