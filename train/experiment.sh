@@ -52,7 +52,7 @@ train() {  # NAME ETA [sft options...]
         --seed 0 --out "$work/$name.mix.jsonl" | tee "$work/$name.mix.txt"
     "$PY" -m agentlm.train.sft --config gemma-270m --data "$work/$name.mix.jsonl" --base-model "$BASE" \
         --output-dir "$work/$name" --eta "$eta" --mix-report "$work/$name.mix.txt" "$@" 2>&1 \
-        | grep -v "it/s\]" | tee "$work/$name.train.log"
+        | grep --line-buffered -v "it/s\]" | tee "$work/$name.train.log"
 }
 
 step "4. the main run: eta = 0.2, one epoch"
