@@ -189,32 +189,33 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-def _stop_list(stop: str | list[str] | None) -> list[str]:
-    stops = [stop] if isinstance(stop, str) else stop or []
-    return [s for s in stops if s]
+class SamplingRequest(OpenAIBaseModel):
+    """What chat and text completion requests share: the model, sampling, stops, streaming."""
 
-
-class ChatCompletionRequest(OpenAIBaseModel):
-    messages: list[ChatCompletionMessageParam] = Field(min_length=1)
     model: str
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    max_tokens: int | None = Field(default=None, ge=1)  # deprecated by OpenAI; still widely sent
     n: int | None = Field(default=1, ge=1, le=1, description="only 1 is supported")
-    parallel_tool_calls: bool | None = None
     seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)  # int64, as OpenAI
     stop: str | list[str] | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)  # None: 1.0 (or greedy for agents)
-    tool_choice: Literal["none", "auto", "required"] | ChatCompletionNamedToolChoiceParam | None = None
-    tools: list[ChatCompletionToolParam] | None = None
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)  # None: 1.0 (greedy for agents)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     user: str | None = None
 
     @field_validator("stop")
     @classmethod
     def _stop_list(cls, stop: str | list[str] | None) -> list[str]:
-        return _stop_list(stop)
+        stops = [stop] if isinstance(stop, str) else stop or []
+        return [s for s in stops if s]
+
+
+class ChatCompletionRequest(SamplingRequest):
+    messages: list[ChatCompletionMessageParam] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1)  # deprecated by OpenAI; still widely sent
+    parallel_tool_calls: bool | None = None
+    tool_choice: Literal["none", "auto", "required"] | ChatCompletionNamedToolChoiceParam | None = None
+    tools: list[ChatCompletionToolParam] | None = None
 
     def max_new_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -320,27 +321,13 @@ class ChatCompletionChunk(BaseModel):
 # --- completions (legacy text completions) ----------------------------------------------------
 
 
-class CompletionRequest(OpenAIBaseModel):
+class CompletionRequest(SamplingRequest):
     """``/v1/completions``: raw text in, text out, no chat template; one prompt, one choice."""
 
-    model: str
     # A list holds exactly one prompt; token-id prompts are not supported.
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
     echo: Literal[False] | None = Field(default=False, description="only false is supported")
     max_tokens: int | None = Field(default=16, ge=1)  # OpenAI's default is 16; null: until a stop
-    n: int | None = Field(default=1, ge=1, le=1, description="only 1 is supported")
-    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)  # int64, as OpenAI
-    stop: str | list[str] | None = None
-    stream: bool | None = False
-    stream_options: StreamOptions | None = None
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)  # None: 1.0
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    user: str | None = None
-
-    @field_validator("stop")
-    @classmethod
-    def _stop_list(cls, stop: str | list[str] | None) -> list[str]:
-        return _stop_list(stop)
 
     def max_new_tokens(self) -> int | None:
         return self.max_tokens
