@@ -8,12 +8,15 @@ Handlers subclass ``Handler``: quiet logs and ``send(status, body, content_type,
 
 from __future__ import annotations
 
+import socket
 import socketserver
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -56,3 +59,30 @@ def serve(handler: type[BaseHTTPRequestHandler], tls: ssl.SSLContext | None = No
     finally:
         server.shutdown()
         server.server_close()
+
+
+def bound_socket() -> socket.socket:
+    """A socket bound to a free port on 127.0.0.1: bind first, then serve, so no race for the port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@contextmanager
+def run_asgi(app: Any, sock: socket.socket) -> Iterator[None]:
+    """Serve an ASGI app with uvicorn on `sock` in a thread, until the block ends."""
+    import uvicorn
+
+    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=30)
+        sock.close()

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import pytest
-import uvicorn
+from localhttp import bound_socket, run_asgi
 from tiny import build_tiny_model
 
 from agentlm.data.formats import read_jsonl
@@ -49,18 +46,7 @@ def server(
 ) -> Iterator[LiveServer]:
     settings = ServeSettings(model=str(tiny_checkpoint), store=tmp_path_factory.mktemp("store") / "t.sqlite3")
     app = create_app(settings)
-    # Bind first and hand uvicorn the socket: no race for a "free" port.
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield LiveServer(f"http://127.0.0.1:{port}", settings, app.state.serving.engine.model_id)
-    srv.should_exit = True
-    thread.join(timeout=30)
-    sock.close()
+    sock = bound_socket()
+    with run_asgi(app, sock):
+        port = sock.getsockname()[1]
+        yield LiveServer(f"http://127.0.0.1:{port}", settings, app.state.serving.engine.model_id)

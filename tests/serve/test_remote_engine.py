@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.testclient import TestClient
+from localhttp import bound_socket, run_asgi
 from openai import OpenAI
 
 from agentlm.serve.app import create_app
@@ -137,20 +134,10 @@ def scripted_app(state: Scripted) -> FastAPI:
 
 @pytest.fixture(scope="module")
 def remote() -> Iterator[Scripted]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock = bound_socket()
     state = Scripted(f"http://127.0.0.1:{sock.getsockname()[1]}")
-    srv = uvicorn.Server(uvicorn.Config(scripted_app(state), log_level="warning"))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the scripted server did not start"
-        time.sleep(0.05)
-    yield state
-    srv.should_exit = True
-    thread.join(timeout=30)
-    sock.close()
+    with run_asgi(scripted_app(state), sock):
+        yield state
 
 
 @pytest.fixture
