@@ -58,6 +58,10 @@ def serve(
     api_key: Annotated[str | None, typer.Option(help="Require this bearer key from clients.")] = None,
     store: Annotated[Path | None, typer.Option(help="SQLite trajectory store.")] = None,
     max_batch_size: Annotated[int | None, typer.Option(help="Embedded: sequences decoded together.")] = None,
+    dtype: Annotated[
+        str | None,
+        typer.Option(help="Weights: 'float32', 'bfloat16' (about 1.6x faster on the CPU) or 'auto'."),
+    ] = None,
     tensor_parallel_size: Annotated[
         int | None, typer.Option(help="vLLM: GPUs to shard the model over.")
     ] = None,
@@ -70,6 +74,8 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the model and the agent profiles behind an OpenAI-compatible API."""
+    from pydantic import ValidationError
+
     from agentlm.serve.app import run
     from agentlm.serve.engines import EngineError, ModelNotFoundError
     from agentlm.serve.settings import ServeSettings
@@ -92,12 +98,19 @@ def serve(
         "api_key": api_key,
         "store": store,
         "max_batch_size": max_batch_size,
+        "dtype": dtype,
         "tensor_parallel_size": tensor_parallel_size,
         "gpu_memory_utilization": gpu_memory_utilization,
         "max_model_len": max_model_len,
         "lora_adapters": adapters or None,
     }
-    settings = ServeSettings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        settings = ServeSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as e:
+        problems = [
+            "--" + "-".join(map(str, err["loc"])).replace("_", "-") + ": " + err["msg"] for err in e.errors()
+        ]
+        _fail("invalid settings: " + "; ".join(problems))
     try:
         run(settings)
     except (ModelNotFoundError, EngineError) as e:

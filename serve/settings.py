@@ -31,6 +31,9 @@ class ServeSettings(BaseSettings):
     store: Path = Field(default_factory=_default_store)
     profiles: list[str] = ["hr-assistant", "scheduling-assistant"]
     num_threads: int | None = Field(default=None, ge=1)  # torch threads; None: the CPUs we may use
+    # Weights (and activations) of the embedded engine, or vLLM's --dtype; "auto": float32 for the
+    # embedded engine, the checkpoint's own for vLLM.
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
 
     # --- the embedded engine -------------------------------------------------------------------
     max_batch_size: int = Field(default=8, ge=1, le=256)  # sequences decoded together

@@ -59,3 +59,27 @@ def build_tiny_model(
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def build_tiny_gemma(**overrides):
+    """A random two-layer Gemma 3 in memory, with a 4-token sliding window to exercise its cap."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        **{
+            "vocab_size": 128,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "head_dim": 32,
+            "sliding_window": 4,
+            "layer_types": ["sliding_attention", "full_attention"],
+            "max_position_embeddings": 256,
+            **overrides,
+        }
+    )
+    return Gemma3ForCausalLM(config).eval()

@@ -135,27 +135,12 @@ class PaddedBatch:
         self, input_ids: torch.Tensor, mask: torch.Tensor | None, positions: torch.Tensor | None, cache: Any
     ) -> torch.Tensor:
         """Logits for each row's last position [rows, vocab], updating `cache`."""
-        import torch
-
-        model = self.model
-        head = model.get_output_embeddings()
-        if head is None or getattr(head, "bias", None) is not None:
-            out = model(
-                input_ids=input_ids,
-                attention_mask=mask,
-                position_ids=positions,
-                cache=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            return out.logits[:, -1]
-        hidden = model.get_decoder()(
-            input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True
-        ).last_hidden_state[:, -1]  # [rows, hidden]
-        # weight @ hidden.T streams the [vocab, hidden] matrix once for all rows; MKL's
-        # hidden @ weight.T (what nn.Linear does) runs 2-3x slower for a few rows on this CPU.
-        logits = torch.mm(head.weight, hidden.T).T  # [rows, vocab]
-        cap = getattr(model.config, "final_logit_softcapping", None)
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
-        return logits
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return out.logits[:, -1]

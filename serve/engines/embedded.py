@@ -239,10 +239,13 @@ class EmbeddedEngine(Engine):
         num_threads: int | None = None,
         max_batch_size: int = 8,
         max_queue: int = 64,
+        dtype: str = "auto",
     ):
         checkpoint = resolve_checkpoint(model)  # before the heavy imports: a typo fails at once
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from agentlm.serve.engines.kernels import pack_linears, weights_dtype
 
         self.model_id = served_model_name or default_model_id(model)
         # torch's default counts physical cores of the machine, not the CPUs this process may use.
@@ -250,9 +253,10 @@ class EmbeddedEngine(Engine):
         started = time.perf_counter()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-            self.model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
+            self.model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=weights_dtype(dtype)).eval()
         except OSError as e:
             raise ModelNotFoundError(f"could not load model {model!r}: {e}") from e
+        packed = pack_linears(self.model)
         config = self.model.config
         if not self.tokenizer.chat_template:
             name = "gemma" if str(config.model_type).startswith("gemma") else "llama-2"
@@ -263,7 +267,14 @@ class EmbeddedEngine(Engine):
         self.context_length = int(getattr(config, "max_position_embeddings", 4096))
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
-        log.info("loaded %s (%s) in %.1f s", self.model_id, checkpoint, time.perf_counter() - started)
+        log.info(
+            "loaded %s (%s, %s, %d packed linear layers) in %.1f s",
+            self.model_id,
+            checkpoint,
+            self.model.dtype,
+            packed,
+            time.perf_counter() - started,
+        )
 
         self.running = 0  # sequences in the batch now (set by the worker; for tests and metrics)
         self._closed = False
@@ -279,6 +290,7 @@ class EmbeddedEngine(Engine):
             settings.num_threads,
             settings.max_batch_size,
             settings.max_queue,
+            settings.dtype,
         )
 
     def _stop_token_ids(self) -> set[int]:

@@ -73,6 +73,8 @@ def vllm_command(settings: ServeSettings, port: int) -> list[str]:
     ]  # fmt: skip
     if settings.max_model_len:
         cmd += ["--max-model-len", str(settings.max_model_len)]
+    if settings.dtype != "auto":
+        cmd += ["--dtype", settings.dtype]
     if settings.api_key:  # the private port then refuses other local users too
         cmd += ["--api-key", settings.api_key]
     if settings.lora_adapters:

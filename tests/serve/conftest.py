@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from localhttp import bound_socket, run_asgi
-from tiny import build_tiny_model
+from tiny import build_tiny_gemma, build_tiny_model
 
 from agentlm.data.formats import read_jsonl
 from agentlm.serve.app import create_app
@@ -27,6 +27,12 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for turn in conv.turns
     ]
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama", corpus)
+
+
+@pytest.fixture
+def tiny_gemma():
+    """A random two-layer Gemma 3 with a 4-token sliding window (built fresh for each test)."""
+    return build_tiny_gemma()
 
 
 @dataclass

@@ -174,27 +174,6 @@ def test_refusals(tiny_checkpoint: Path) -> None:
         engine.close()
 
 
-@pytest.fixture(scope="module")
-def tiny_gemma():
-    """A random two-layer Gemma 3 with a 4-token sliding window, to exercise the window's cap."""
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-    torch.manual_seed(0)
-    config = Gemma3TextConfig(
-        vocab_size=128,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=32,
-        sliding_window=4,
-        layer_types=["sliding_attention", "full_attention"],
-        max_position_embeddings=256,
-    )
-    return Gemma3ForCausalLM(config).eval()
-
-
 def test_padded_batch_rows_match_lone_runs_across_joins_leaves_and_sliding_windows(tiny_gemma) -> None:
     prompts = [[5, 6, 7], [9, 10, 11, 12, 13, 14, 15, 16], [20], [30, 31, 32, 33, 34]]
     feed = [[(3 * i + 7 * s) % 120 + 2 for s in range(12)] for i in range(len(prompts))]

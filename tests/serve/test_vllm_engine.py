@@ -35,12 +35,12 @@ def test_the_command_line_carries_every_setting():
     settings = ServeSettings(
         model="/ckpt/agentlm-7b", engine="vllm", served_model_name="agentlm", tensor_parallel_size=2,
         gpu_memory_utilization=0.8, max_model_len=4096, api_key="k", lora_adapters={"hr": "/a/hr", "db": "/a/db"},
-        vllm_extra_args=["--enable-auto-tool-choice", "--tool-call-parser", "llama3_json"],
+        dtype="bfloat16", vllm_extra_args=["--enable-auto-tool-choice", "--tool-call-parser", "llama3_json"],
     )  # fmt: skip
     assert vllm_command(settings, 9000) == [
         "vllm", "serve", "/ckpt/agentlm-7b", "--host", "127.0.0.1", "--port", "9000",
         "--served-model-name", "agentlm", "--tensor-parallel-size", "2", "--gpu-memory-utilization", "0.8",
-        "--max-model-len", "4096", "--api-key", "k", "--enable-lora", "--lora-modules", "db=/a/db", "hr=/a/hr",
+        "--max-model-len", "4096", "--dtype", "bfloat16", "--api-key", "k", "--enable-lora", "--lora-modules", "db=/a/db", "hr=/a/hr",
         "--enable-auto-tool-choice", "--tool-call-parser", "llama3_json",
     ]  # fmt: skip
 
