@@ -134,7 +134,7 @@ class PaddedBatch:
     def _forward(
         self, input_ids: torch.Tensor, mask: torch.Tensor | None, positions: torch.Tensor | None, cache: Any
     ) -> torch.Tensor:
-        """Logits for each row's last position [rows, vocab], updating `cache`."""
+        """Logits for each row's last position [rows, vocab] in float32, updating `cache`."""
         out = self.model(
             input_ids=input_ids,
             attention_mask=mask,
@@ -143,4 +143,5 @@ class PaddedBatch:
             use_cache=True,
             logits_to_keep=1,
         )
-        return out.logits[:, -1]
+        # float32 whatever the weights: sampling wants it, and argmax over bfloat16 is 4x slower.
+        return out.logits[:, -1].float()
