@@ -16,7 +16,7 @@ from agentlm.serve.engines import (
     PromptTooLongError,
     UnsupportedFeatureError,
 )
-from agentlm.serve.engines.batching import PaddedBatch
+from agentlm.serve.engines.batching import InPlaceLayer, InPlaceSlidingLayer, PaddedBatch
 from agentlm.serve.engines.embedded import EmbeddedEngine
 
 PROMPTS = [
@@ -209,6 +209,34 @@ def test_padded_batch_rows_match_lone_runs_across_joins_leaves_and_sliding_windo
         assert batch.cache.layers[1].keys.shape[-2] == batch.width
         batch.keep([])
         assert len(batch) == 0 and batch.cache is None
+
+
+def test_in_place_cache_layers_match_transformers_own_and_copy_only_now_and_then(tiny_gemma) -> None:
+    from transformers import DynamicCache
+
+    prompt = [5, 6, 7, 8, 9]
+    tokens = [(7 * s) % 120 + 2 for s in range(150)]  # far past the window and several buffer refills
+    with torch.inference_mode():
+        cache = DynamicCache(config=tiny_gemma.config)
+        out = tiny_gemma(input_ids=torch.tensor([prompt]), cache=cache, use_cache=True)
+        expected = [out.logits[0, -1]]
+        for t in tokens:
+            expected.append(
+                tiny_gemma(input_ids=torch.tensor([[t]]), cache=cache, use_cache=True).logits[0, -1]
+            )
+
+        batch = PaddedBatch(tiny_gemma)
+        ours, first = batch.prefill(prompt)
+        assert [type(layer) for layer in ours.layers] == [InPlaceSlidingLayer, InPlaceLayer]
+        batch.join(ours, len(prompt))
+        torch.testing.assert_close(first, expected[0])
+        buffers = set()
+        for step, t in enumerate(tokens, 1):
+            torch.testing.assert_close(batch.step([t])[0], expected[step], atol=1e-5, rtol=1e-4)
+            buffers.add(tuple(layer._buffers[0].data_ptr() for layer in batch.cache.layers))
+        assert batch.cache.layers[0].keys.shape[-2] == 3  # the 4-token window's last W - 1
+        assert batch.cache.layers[1].keys.shape[-2] == len(prompt) + len(tokens)
+    assert len(buffers) <= 6  # a handful of reallocations in 150 steps, not one a step
 
 
 @pytest.mark.slow
