@@ -8,7 +8,10 @@ to the batch's length and stacked under the others) and finished or abandoned on
 rows are dropped, and columns that are padding in every remaining row are cut off the left).
 
 Sliding-window layers (Gemma 3) keep only the last ``sliding_window - 1`` columns; that is the
-same for every row once they are right-aligned, so the same surgery applies with the cap.
+same for every row once they are right-aligned, so the same surgery applies with the cap. The
+cache's layers are transformers' own with one change: a step writes its new columns into spare
+room of a buffer instead of concatenating (``InPlaceLayer``), so a step no longer copies the
+whole cache (``benchmarks/kv_cache.py``).
 
 Why padding and not one cache per sequence: stacking per-sequence caches every step copies the
 whole cache per step, and on two CPU cores the step is bound by reading the weights once; one
