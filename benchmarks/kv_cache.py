@@ -30,8 +30,7 @@ def step_ms(model, make_cache, rows: int, context: int, steps: int) -> float:
         batch = batching.PaddedBatch(model)
         for i in range(rows):
             length = context + 20 * i
-            cache, _ = batch.prefill([(1000 + t) % model.config.vocab_size for t in range(length)])
-            batch.join(cache, length)
+            batch.join(batch.prefill([[(1000 + t) % model.config.vocab_size for t in range(length)]]))
         tokens = [5] * rows
         times = []
         for _ in range(steps + 2):

@@ -24,6 +24,7 @@ between the two likeliest tokens could in principle break the other way.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -132,6 +133,15 @@ def _set_length(layer: Any, length: int) -> None:
         layer.cumulative_length = length
 
 
+@dataclass
+class Prefilled:
+    """Prompts run through the model together, not yet in the batch."""
+
+    cache: Any  # a left-padded cache, one row per prompt
+    mask: torch.Tensor  # [rows, columns]: 1 = a real token, 0 = padding
+    logits: torch.Tensor  # [rows, vocab]: each prompt's next-token logits, float32
+
+
 class PaddedBatch:
     """Rows of a left-padded KV cache, one per running sequence, stepped together."""
 
@@ -148,35 +158,46 @@ class PaddedBatch:
     def width(self) -> int:
         return 0 if self.mask is None else self.mask.shape[1]
 
-    def prefill(self, prompt_ids: list[int]) -> tuple[Any, torch.Tensor]:
-        """Run a prompt alone; returns its one-row cache and the logits for its next token [vocab]."""
+    def prefill(self, prompts: list[list[int]]) -> Prefilled:
+        """Run prompts through the model together, left-padded to the longest; the rows are ready
+        to `join` the batch. One prompt is run as it is, without padding or a mask."""
+        width = max(len(p) for p in prompts)
+        ids = torch.zeros(len(prompts), width, dtype=torch.long)  # padding ids are masked out
+        mask = torch.zeros_like(ids)
+        for row, prompt in enumerate(prompts):
+            ids[row, width - len(prompt) :] = torch.tensor(prompt)
+            mask[row, width - len(prompt) :] = 1
+        padded = not bool(mask.all())
+        positions = (mask.cumsum(1) - 1).clamp(min=0) if padded else None
         cache = new_cache(self.model.config)
-        logits = self._forward(torch.tensor([prompt_ids]), None, None, cache)
-        return cache, logits[0]
+        logits = self._forward(ids, mask if padded else None, positions, cache)
+        if padded:
+            # A padding column's keys and values came from a query that saw nothing (possibly nan):
+            # zero them, as joining pads with zeros, so a masked column adds exactly nothing later.
+            for layer in cache.layers:
+                keep = mask[:, -layer.keys.shape[-2] :].bool()[:, None, :, None]
+                layer.keys.masked_fill_(~keep, 0)
+                layer.values.masked_fill_(~keep, 0)
+        return Prefilled(cache, mask, logits)
 
-    def join(self, cache: Any, length: int) -> None:
-        """Add a prefilled sequence (a one-row cache of `length` tokens) as the last row."""
-
-        mask = torch.ones(1, length, dtype=torch.long)
-        position = torch.tensor([length])
+    def join(self, rows: Prefilled) -> None:
+        """Add prefilled rows at the bottom of the batch."""
+        cache, mask = rows.cache, rows.mask
+        positions = mask.sum(1)
         if self.cache is None:
-            self.cache, self.mask, self.positions = cache, mask, position
+            self.cache, self.mask, self.positions = cache, mask, positions
             return
         assert self.mask is not None and self.positions is not None
-        width = max(self.width, length)
+        width = max(self.width, mask.shape[1])
         for ours, theirs in zip(self.cache.layers, cache.layers, strict=True):
             _set_length(ours, width)
             _set_length(theirs, width)
             ours.keys = torch.cat([ours.keys, theirs.keys])
             ours.values = torch.cat([ours.values, theirs.values])
-        pad = torch.zeros
         self.mask = torch.cat(
-            [
-                torch.cat([pad(len(self), width - self.width, dtype=torch.long), self.mask], 1),
-                torch.cat([pad(1, width - length, dtype=torch.long), mask], 1),
-            ]
+            [F.pad(self.mask, (width - self.width, 0)), F.pad(mask, (width - mask.shape[1], 0))]
         )
-        self.positions = torch.cat([self.positions, position])
+        self.positions = torch.cat([self.positions, positions])
 
     def keep(self, rows: list[int]) -> None:
         """Keep only these rows (in this order), freeing the others' cache, and trim the padding."""

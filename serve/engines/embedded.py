@@ -23,6 +23,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,6 +209,27 @@ def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: to
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
+# Waiting prompts are prefilled together while their padded length stays within these bounds.
+_PREFILL_TOKENS = 2048  # rows x longest prompt
+_PREFILL_WASTE = 1.25  # rows x longest prompt / the prompts' own tokens
+
+
+def _prefill_group(waiting: deque[tuple[_Sequence, list[int]]]) -> list[tuple[_Sequence, list[int]]]:
+    """Take the next prompts to prefill together off the front of `waiting` (in arrival order)."""
+    group: list[tuple[_Sequence, list[int]]] = []
+    while waiting:
+        seq, prompt_ids = waiting[0]
+        if seq.job.cancelled.is_set():
+            waiting.popleft()
+            continue
+        lengths = [len(p) for _, p in group] + [len(prompt_ids)]
+        padded = len(lengths) * max(lengths)
+        if group and (padded > _PREFILL_TOKENS or padded > _PREFILL_WASTE * sum(lengths)):
+            break
+        group.append(waiting.popleft())
+    return group
+
+
 @dataclass
 class _Job:
     request: GenerationRequest
@@ -362,20 +384,20 @@ class EmbeddedEngine(Engine):
 
         batch = PaddedBatch(self.model)
         running: list[_Sequence] = []  # row i of `batch` is running[i]
+        waiting: deque[tuple[_Sequence, list[int]]] = deque()  # taken from the queue, not yet prefilled
         with torch.inference_mode():
             while True:
-                # Admit one waiting request a step, so a burst of prompts does not stall the rows
-                # already decoding; wait for one only when there is nothing else to do.
-                if len(running) < self.max_batch_size:
-                    try:
-                        job = self._jobs.get(block=not running)
-                    except queue.Empty:
-                        job = None
-                    else:
-                        if job is None:
-                            break
-                    if job is not None and not job.cancelled.is_set():
-                        self._admit(job, batch, running)
+                # Take what is queued (up to the free rows); wait only when there is nothing to do.
+                room = self.max_batch_size - len(running) - len(waiting)
+                if room > 0:
+                    jobs = self._take(block=not running and not waiting, room=room)
+                    if jobs is None:
+                        break
+                    waiting.extend(ready for job in jobs if (ready := self._prepare(job)))
+                # Prefill one group of waiting prompts a step, so a burst does not stall the rows
+                # already decoding for long.
+                if waiting:
+                    self._admit(_prefill_group(waiting), batch, running)
                 # Drop abandoned rows before paying for their step.
                 alive = [i for i, seq in enumerate(running) if not seq.job.cancelled.is_set()]
                 if len(alive) < len(running):
@@ -384,25 +406,63 @@ class EmbeddedEngine(Engine):
                 if running:
                     running = self._step(batch, running)
                 self.running = len(running)
-        for seq in running:
+        for seq in [*running, *(seq for seq, _ in waiting)]:
             seq.job.emit(EngineError("the engine is shut down"))
 
-    def _admit(self, job: _Job, batch: Any, running: list[_Sequence]) -> None:
-        """Prefill a request alone and, unless its first token ends it, add it to the batch."""
+    def _take(self, block: bool, room: int) -> list[_Job] | None:
+        """Up to `room` queued requests (waiting for the first if `block`); None once closing."""
+        jobs: list[_Job] = []
+        try:
+            job = self._jobs.get(block=block)
+            while True:
+                if job is None:  # close() was called: whatever was taken will never run
+                    for taken in jobs:
+                        taken.emit(EngineError("the engine is shut down"))
+                    return None
+                if not job.cancelled.is_set():
+                    jobs.append(job)
+                if len(jobs) >= room:
+                    return jobs
+                job = self._jobs.get_nowait()
+        except queue.Empty:
+            return jobs
+
+    def _prepare(self, job: _Job) -> tuple[_Sequence, list[int]] | None:
+        """A request's sequence and prompt ids, or None if it was answered already (an error, or
+        max_tokens=0)."""
         try:
             seq, prompt_ids = self._sequence(job)
-            if seq.max_new <= 0:  # max_tokens=0: nothing to generate
-                job.emit(GenerationChunk("", seq.prompt_tokens, 0, "length"))
-                return
-            cache, logits = batch.prefill(prompt_ids)
-            if not self._advance(seq, logits):
-                batch.join(cache, len(prompt_ids))
-                running.append(seq)
         except EngineError as e:
             job.emit(e)
+            return None
         except Exception as e:
-            log.exception("request %s: prefill failed", job.request.request_id)
+            log.exception("request %s: preparing the prompt failed", job.request.request_id)
             job.emit(EngineError(f"generation failed: {type(e).__name__}: {e}"))
+            return None
+        if seq.max_new <= 0:  # max_tokens=0: nothing to generate
+            job.emit(GenerationChunk("", seq.prompt_tokens, 0, "length"))
+            return None
+        return seq, prompt_ids
+
+    def _admit(self, group: list[tuple[_Sequence, list[int]]], batch: Any, running: list[_Sequence]) -> None:
+        """Prefill prompts together and add to the batch those their first token does not end."""
+        if not group:
+            return
+        try:
+            rows = batch.prefill([prompt_ids for _, prompt_ids in group])
+            batch.join(rows)
+        except Exception as e:
+            log.exception("prefill of %d requests failed", len(group))
+            for seq, _ in group:
+                seq.job.emit(EngineError(f"generation failed: {type(e).__name__}: {e}"))
+            batch.keep(list(range(len(running))))  # whatever joined half-way leaves again
+            return
+        base = len(running)
+        running.extend(seq for seq, _ in group)
+        done = {base + i for i, (seq, _) in enumerate(group) if self._advance(seq, rows.logits[i])}
+        if done:
+            batch.keep([r for r in range(len(running)) if r not in done])
+            running[:] = [seq for r, seq in enumerate(running) if r not in done]
 
     def _step(self, batch: Any, running: list[_Sequence]) -> list[_Sequence]:
         """One decode step for every row; returns the sequences still running."""

@@ -174,28 +174,58 @@ def test_refusals(tiny_checkpoint: Path) -> None:
         engine.close()
 
 
+def test_waiting_prompts_are_prefilled_together_while_padding_stays_small() -> None:
+    from collections import deque
+
+    from agentlm.serve.engines.embedded import _Job, _prefill_group, _Sequence
+
+    def waiting(*lengths: int, cancelled: tuple[int, ...] = ()) -> deque:
+        items = deque()
+        for i, n in enumerate(lengths):
+            job = _Job(request("x"), emit=lambda item: None)
+            if i in cancelled:
+                job.cancelled.set()
+            items.append((_Sequence(job, n, 8, None, None), list(range(n))))
+        return items
+
+    def sizes(queue: deque) -> list[list[int]]:
+        groups = []
+        while queue:
+            groups.append([len(ids) for _, ids in _prefill_group(queue)])
+        return groups
+
+    assert sizes(waiting(40, 42, 38, 41)) == [[40, 42, 38, 41]]  # similar lengths: one forward
+    assert sizes(waiting(40, 10, 41)) == [[40], [10], [41]]  # padding 10 to 40 wastes too much
+    assert sizes(waiting(600, 610, 620, 630)) == [[600, 610, 620], [630]]  # 2048 padded tokens at most
+    assert sizes(waiting(3000)) == [[3000]]  # a long prompt still runs, alone
+    assert sizes(waiting(40, 40, 40, cancelled=(1,))) == [[40, 40]]  # abandoned ones are dropped
+
+
 def test_padded_batch_rows_match_lone_runs_across_joins_leaves_and_sliding_windows(tiny_gemma) -> None:
     prompts = [[5, 6, 7], [9, 10, 11, 12, 13, 14, 15, 16], [20], [30, 31, 32, 33, 34]]
     feed = [[(3 * i + 7 * s) % 120 + 2 for s in range(12)] for i in range(len(prompts))]
 
     def lone(i: int, steps: int) -> list[torch.Tensor]:
         batch = PaddedBatch(tiny_gemma)
-        cache, first = batch.prefill(prompts[i])
-        batch.join(cache, len(prompts[i]))
-        return [first] + [batch.step([feed[i][s]])[0] for s in range(steps)]
+        alone = batch.prefill([prompts[i]])
+        batch.join(alone)
+        return [alone.logits[0]] + [batch.step([feed[i][s]])[0] for s in range(steps)]
 
     with torch.inference_mode():
         expected = {i: lone(i, 10) for i in range(len(prompts))}
         batch = PaddedBatch(tiny_gemma)
         rows: list[int] = []  # which prompt each row decodes
         done = {i: 0 for i in range(len(prompts))}  # steps taken
-        joins = {0: [0, 1], 3: [2], 6: [3]}  # step -> prompts that join before it
+        # step -> prompts that join before it; 0 and 1 are prefilled together, left-padded (3 and 8
+        # tokens, the longer past the 4-token window)
+        joins = {0: [0, 1], 3: [2], 6: [3]}
         for step in range(12):
-            for i in joins.get(step, []):
-                cache, first = batch.prefill(prompts[i])
-                torch.testing.assert_close(first, expected[i][0])
-                batch.join(cache, len(prompts[i]))
-                rows.append(i)
+            if step in joins:
+                prefilled = batch.prefill([prompts[i] for i in joins[step]])
+                for r, i in enumerate(joins[step]):
+                    torch.testing.assert_close(prefilled.logits[r], expected[i][0], atol=1e-5, rtol=1e-4)
+                batch.join(prefilled)
+                rows.extend(joins[step])
             if step == 5:  # the longest prompt leaves: the others' padding columns go too
                 batch.keep([r for r, i in enumerate(rows) if i != 1])
                 rows.remove(1)
@@ -226,10 +256,10 @@ def test_in_place_cache_layers_match_transformers_own_and_copy_only_now_and_then
             )
 
         batch = PaddedBatch(tiny_gemma)
-        ours, first = batch.prefill(prompt)
-        assert [type(layer) for layer in ours.layers] == [InPlaceSlidingLayer, InPlaceLayer]
-        batch.join(ours, len(prompt))
-        torch.testing.assert_close(first, expected[0])
+        ours = batch.prefill([prompt])
+        assert [type(layer) for layer in ours.cache.layers] == [InPlaceSlidingLayer, InPlaceLayer]
+        batch.join(ours)
+        torch.testing.assert_close(ours.logits[0], expected[0])
         buffers = set()
         for step, t in enumerate(tokens, 1):
             torch.testing.assert_close(batch.step([t])[0], expected[step], atol=1e-5, rtol=1e-4)
