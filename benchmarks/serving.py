@@ -104,8 +104,9 @@ def isolated(fn, *args):
 
 def engine_part(
     model: str, dtype: str, tokens: int, runs: int, streams: int
-) -> tuple[float, int, list[Stream], Concurrent]:
-    """(load seconds, weight bytes/token, single-stream runs, one concurrent run) in-process."""
+) -> tuple[float, int, str, list[Stream], Concurrent]:
+    """(load seconds, weight bytes/token, weights dtype, single-stream runs, one concurrent run)
+    in-process."""
     from agentlm.serve.engines import GenerationRequest
     from agentlm.serve.engines.embedded import EmbeddedEngine, resolve_checkpoint
     from agentlm.serve.settings import ServeSettings
@@ -137,7 +138,8 @@ def engine_part(
     try:
         asyncio.run(one())  # warm-up
         single = [asyncio.run(one()) for _ in range(runs)]
-        return load, nbytes, single, asyncio.run(many())
+        weights = str(engine.model.dtype).removeprefix("torch.")
+        return load, nbytes, weights, single, asyncio.run(many())
     finally:
         engine.close()
 
@@ -271,8 +273,10 @@ def main() -> None:
         print(f"{'memory read bandwidth':28s}: {gbs:6.1f} GB/s")
     engine_single = engine_many = None
     if not args.skip_engine:
-        load, nbytes, single, many = isolated(engine_part, args.model, args.dtype, args.tokens, args.runs, n)
-        print(f"{'warm start (engine load)':28s}: {load:6.1f} s from the converted checkpoint")
+        load, nbytes, weights, single, many = isolated(
+            engine_part, args.model, args.dtype, args.tokens, args.runs, n
+        )
+        print(f"{'warm start (engine load)':28s}: {load:6.1f} s from the converted checkpoint ({weights})")
         engine_single = _show("engine, 1 stream", single)
         engine_many = _show_concurrent(f"engine, {n} streams", many)
         one_wall = statistics.median(r.tokens / r.wall for r in single)
