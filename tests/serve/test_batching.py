@@ -90,6 +90,31 @@ def test_greedy_replies_are_the_same_alone_and_in_a_batch(engine: EmbeddedEngine
         assert b[-1].prompt_tokens == a[-1].prompt_tokens
 
 
+def test_a_burst_reaching_an_idle_engine_is_prefilled_as_one_group(
+    engine: EmbeddedEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    groups: list[int] = []
+    prefill = PaddedBatch.prefill
+
+    def counted(self: PaddedBatch, prompts: list[list[int]]):
+        groups.append(len(prompts))
+        return prefill(self, prompts)
+
+    monkeypatch.setattr(PaddedBatch, "prefill", counted)
+
+    async def burst(gap: float) -> None:
+        # Similar lengths, so that padding does not split the group; one request each `gap` seconds.
+        same = [request(f"What is the leave policy for team {i}?", max_tokens=4) for i in range(4)]
+        await asyncio.gather(*(collect(engine, r, delay=gap * i) for i, r in enumerate(same)))
+        await wait_until(lambda: engine.running == 0)
+
+    asyncio.run(burst(0.001))  # concurrent calls arrive a millisecond or so apart
+    assert groups == [4]
+    groups.clear()
+    asyncio.run(burst(0.2))  # requests far apart are not held back for each other
+    assert groups == [1, 1, 1, 1]
+
+
 def test_a_seeded_request_draws_the_same_whatever_shares_its_batch(engine: EmbeddedEngine) -> None:
     seeded = request(PROMPTS[1], temperature=1.0, top_p=0.9, seed=1234)
 
