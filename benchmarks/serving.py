@@ -6,23 +6,32 @@ decoding, the same token budget everywhere. Parts, each skippable:
   bandwidth  memory read bandwidth (summing a 1 GiB tensor); the decode limit is that divided by
              the weight bytes one token reads (every weight once; the input embedding only a row
              unless it is tied to the output layer, which reads all of it)
-  engine     the engine in-process: one stream (TTFT, decode tokens/s), then N concurrent streams
-  api        `agentlm serve` behind the API, streamed with the official `openai` client: one
-             stream, then N concurrent streams
-  peer       `transformers serve --continuous-batching` on the same checkpoint, same client, N streams
+  engine     the engine in-process (a spawned process that loads it once): one stream (TTFT,
+             decode tokens/s), then N concurrent streams
+  api        `agentlm serve` behind the API, streamed with the official `openai` client
+  peer       `transformers serve --continuous-batching` on the same checkpoint, same client
   cold       a cold start (converting the GGUF into an empty $AGENTLM_HOME, about a minute)
+
+Everything that is compared is up at once and measured in rounds, the parts taking turns: on a
+shared machine the speed drifts from minute to minute (the same decode step measured 60-100 ms),
+and measuring one part after another for minutes would compare the drift. Each round measures
+the bandwidth, then one stream on each part; then N streams on each part, round by round. A
+ratio is the median of its per-round ratios; the bandwidth limit of a round is the better of the
+bandwidths measured just before and just after it (the stricter limit).
 
 Prints the figures and the ratios: API / engine (single-stream decode), decode / bandwidth limit,
 N streams / 1 stream (aggregate tokens/s, wall clock, prefills included), ours / peer at N streams.
 
-    .venv/bin/python benchmarks/serving.py [--model embedded] [--dtype auto] [--tokens 64] [--runs 3] [--streams 8]
-        [--skip-api] [--skip-peer] [--skip-cold]
+    .venv/bin/python benchmarks/serving.py [--model embedded] [--dtype auto] [--kernels auto] [--tokens 64]
+        [--runs 3] [--streams 8] [--skip-bandwidth] [--skip-engine] [--skip-api] [--skip-peer] [--skip-cold]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
+import multiprocessing
 import os
 import shutil
 import statistics
@@ -30,7 +39,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +48,7 @@ from openai import OpenAI
 
 from agentlm.processes import free_port, start_server, stop, wait_healthy
 
+PEER = "transformers serve"
 PROMPT = [
     {
         "role": "user",
@@ -94,56 +105,85 @@ def weight_bytes_per_token(model) -> int:
 
 
 def isolated(fn, *args):
-    """Run `fn(*args)` in a fresh process: torch's worker threads from one part must not be left
-    spinning on the 2 cores while the next part (a server in another process) is measured."""
-    import multiprocessing
-
+    """Run `fn(*args)` in a fresh process: torch's worker threads must not be left spinning on the
+    2 cores while a server in another process is measured."""
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         return pool.apply(fn, args)
 
 
-def engine_part(
-    model: str, dtype: str, tokens: int, runs: int, streams: int
-) -> tuple[float, int, str, list[Stream], Concurrent]:
-    """(load seconds, weight bytes/token, weights dtype, single-stream runs, one concurrent run)
-    in-process."""
-    from agentlm.serve.engines import GenerationRequest
+# --- the engine, in a process of its own ------------------------------------------------------
+_engine = None  # set in the engine's process by engine_load
+
+
+def engine_load(model: str, dtype: str, kernels: str, streams: int) -> tuple[float, int, str]:
+    """Load the engine (in its process); returns (seconds, weight bytes/token, what runs)."""
+    global _engine
     from agentlm.serve.engines.embedded import EmbeddedEngine, resolve_checkpoint
+    from agentlm.serve.engines.kernels import PackedLinear
     from agentlm.serve.settings import ServeSettings
 
     resolve_checkpoint(model)  # convert first if needed: that is the cold start, timed on its own
     started = time.perf_counter()
-    settings = ServeSettings(model=model, dtype=dtype, max_batch_size=max(streams, 1))
-    engine = EmbeddedEngine.from_settings(settings)
+    settings = ServeSettings(model=model, dtype=dtype, kernels=kernels, max_batch_size=max(streams, 1))
+    _engine = EmbeddedEngine.from_settings(settings)
     load = time.perf_counter() - started
-    nbytes = weight_bytes_per_token(engine.model)
+    modules = list(_engine.model.modules())
+    packed = sum(isinstance(m, PackedLinear) for m in modules)
+    linears = packed + sum(type(m).__name__ == "Linear" for m in modules)
+    weights = f"{str(_engine.model.dtype).removeprefix('torch.')}, {packed} of {linears} linear layers packed"
+    return load, weight_bytes_per_token(_engine.model), weights
 
-    async def one() -> Stream:
-        request = GenerationRequest(messages=PROMPT, max_tokens=tokens, temperature=0.0)
-        start = time.perf_counter()
-        first = last = None
-        n = 0
-        async for chunk in engine.generate(request):
-            now = time.perf_counter()
-            if chunk.text and first is None:
-                first = now
-            last, n = now, chunk.completion_tokens
-        return Stream(first - start, (n - 1) / (last - first), n, last - start)
 
+async def _engine_stream(tokens: int) -> Stream:
+    from agentlm.serve.engines import GenerationRequest
+
+    request = GenerationRequest(messages=PROMPT, max_tokens=tokens, temperature=0.0)
+    start = time.perf_counter()
+    first = last = None
+    n = 0
+    async for chunk in _engine.generate(request):
+        now = time.perf_counter()
+        if chunk.text and first is None:
+            first = now
+        last, n = now, chunk.completion_tokens
+    return Stream(first - start, (n - 1) / (last - first), n, last - start)
+
+
+def engine_stream(tokens: int) -> Stream:
+    return asyncio.run(_engine_stream(tokens))
+
+
+def engine_concurrent(tokens: int, streams: int) -> Concurrent:
     async def many() -> Concurrent:
         start = time.perf_counter()
-        done = await asyncio.gather(*(one() for _ in range(streams)))
+        done = await asyncio.gather(*(_engine_stream(tokens) for _ in range(streams)))
         return Concurrent(list(done), time.perf_counter() - start)
 
-    try:
-        asyncio.run(one())  # warm-up
-        single = [asyncio.run(one()) for _ in range(runs)]
-        weights = str(engine.model.dtype).removeprefix("torch.")
-        return load, nbytes, weights, single, asyncio.run(many())
-    finally:
-        engine.close()
+    return asyncio.run(many())
 
 
+def engine_close() -> None:
+    if _engine is not None:
+        _engine.close()
+
+
+class EngineProcess:
+    """The engine loaded once in a spawned process, which runs the measurements sent to it."""
+
+    def __init__(self) -> None:
+        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+
+    def __call__(self, fn, *args):
+        return self._pool.submit(fn, *args).result()
+
+    def close(self) -> None:
+        try:
+            self(engine_close)
+        finally:
+            self._pool.shutdown()
+
+
+# --- the servers, streamed with the openai client ---------------------------------------------
 def _client_stream(client: OpenAI, model: str, tokens: int) -> Stream:
     start = time.perf_counter()
     first = last = None
@@ -171,27 +211,33 @@ def _client_concurrent(client: OpenAI, model: str, tokens: int, streams: int) ->
         return Concurrent(done, time.perf_counter() - start)
 
 
-def api_part(
-    model: str, dtype: str, tokens: int, runs: int, streams: int
-) -> tuple[float, list[Stream], Concurrent]:
-    """(start seconds to healthy, single-stream runs, one concurrent run) through `agentlm serve`."""
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    started: float  # seconds from launch to healthy
+    client: OpenAI
+    model: str  # the id to ask for
+
+
+def start_ours(model: str, dtype: str, kernels: str, streams: int) -> Server:
+    """`agentlm serve` on a free port, healthy."""
     port = free_port()
-    env = {**os.environ, "AGENTLM_MAX_BATCH_SIZE": str(max(streams, 1)), "AGENTLM_DTYPE": dtype}
+    env = {
+        **os.environ,
+        "AGENTLM_MAX_BATCH_SIZE": str(max(streams, 1)),
+        "AGENTLM_DTYPE": dtype,
+        "AGENTLM_KERNELS": kernels,
+    }
     proc, started = start_server(
         ["--model", model], port, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    try:
-        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="EMPTY")
-        model_id = next(m.id for m in client.models.list() if m.owned_by != "agentlm-agent")
-        _client_stream(client, model_id, tokens)  # warm-up
-        single = [_client_stream(client, model_id, tokens) for _ in range(runs)]
-        return started, single, _client_concurrent(client, model_id, tokens, streams)
-    finally:
-        stop(proc)
+    client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="EMPTY")
+    model_id = next(m.id for m in client.models.list() if m.owned_by != "agentlm-agent")
+    return Server(proc, started, client, model_id)
 
 
-def peer_part(model: str, dtype: str, tokens: int, streams: int) -> tuple[float, Stream, Concurrent]:
-    """(start seconds, one stream, one concurrent run) of `transformers serve --continuous-batching`."""
+def start_peer(model: str, dtype: str) -> Server:
+    """`transformers serve --continuous-batching` on a free port, healthy."""
     from agentlm.serve.engines.embedded import resolve_checkpoint
     from agentlm.serve.engines.kernels import weights_dtype
 
@@ -204,12 +250,10 @@ def peer_part(model: str, dtype: str, tokens: int, streams: int) -> tuple[float,
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         started = wait_healthy(f"http://127.0.0.1:{port}/health", proc, timeout=600)
-        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="EMPTY")
-        _client_stream(client, checkpoint, tokens)  # warm-up (it loads the model on the first request)
-        single = _client_stream(client, checkpoint, tokens)
-        return started, single, _client_concurrent(client, checkpoint, tokens, streams)
-    finally:
+    except BaseException:
         stop(proc)
+        raise
+    return Server(proc, started, OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="EMPTY"), checkpoint)
 
 
 def cold_part() -> float:
@@ -237,19 +281,111 @@ def _show(name: str, runs: list[Stream]) -> float:
     wall = statistics.median(r.tokens / r.wall for r in runs)
     print(
         f"{name:28s}: {tps:6.2f} tokens/s decode, {wall:6.2f} tokens/s end to end, "
-        f"TTFT {ttft * 1000:6.0f} ms, {runs[0].tokens} tokens"
+        f"TTFT {ttft * 1000:6.0f} ms, {runs[0].tokens} tokens ({_spread(r.decode for r in runs)})"
     )
     return tps
 
 
-def _show_concurrent(name: str, run: Concurrent) -> float:
-    ttfts = sorted(s.ttft for s in run.streams)
+def _show_concurrent(name: str, runs: list[Concurrent]) -> float:
+    ttfts = sorted(s.ttft for run in runs for s in run.streams)
+    aggregate = statistics.median(run.aggregate for run in runs)
     print(
-        f"{name:28s}: {run.aggregate:6.2f} tokens/s aggregate ({len(run.streams)} streams, "
-        f"{sum(s.tokens for s in run.streams)} tokens in {run.wall:.1f} s), "
+        f"{name:28s}: {aggregate:6.2f} tokens/s aggregate ({len(runs[0].streams)} streams, "
+        f"{sum(s.tokens for s in runs[0].streams)} tokens; {_spread(run.aggregate for run in runs)}), "
         f"TTFT median {statistics.median(ttfts) * 1000:.0f} ms, max {ttfts[-1] * 1000:.0f} ms"
     )
-    return run.aggregate
+    return aggregate
+
+
+def _spread(values) -> str:
+    values = list(values)
+    return f"runs {min(values):.2f}-{max(values):.2f}" if len(values) > 1 else "1 run"
+
+
+def _ratio(pairs: list[tuple[float, float]], goal: str, percent: bool = False) -> str:
+    """The median of per-round ratios, with their range."""
+    ratios = [a / b for a, b in pairs]
+    show = (lambda r: f"{r:.1%}") if percent else (lambda r: f"{r:.3f}")
+    spread = f", rounds {show(min(ratios))}-{show(max(ratios))}" if len(ratios) > 1 else ""
+    return f"{show(statistics.median(ratios))} (goal {goal}{spread})"
+
+
+def _settle() -> None:
+    """Let the part measured last go quiet (its threads stop spinning) before the next starts."""
+    time.sleep(0.5)
+
+
+@dataclass
+class Part:
+    stream: Callable[[], Stream]  # one stream, measured
+    concurrent: Callable[[], Concurrent]  # N streams at once, measured
+
+
+@dataclass
+class Rounds:
+    streams: dict[str, list[Stream]]  # part -> one single-stream run a round
+    concurrent: dict[str, list[Concurrent]]  # part -> one N-stream run a round
+    gbs: list[float]  # bandwidth before each single-stream round and after the last; [] if skipped
+
+
+def measure(parts: dict[str, Part], bandwidth: Callable[[], float] | None, runs: int) -> Rounds:
+    """Warm every part up, then `runs` rounds of one stream on each part (the bandwidth measured
+    between rounds), then `runs` rounds of N streams on each part."""
+    for part in parts.values():  # transformers serve loads its model on the first request
+        part.stream()
+    rounds = Rounds({name: [] for name in parts}, {name: [] for name in parts}, [])
+    for _ in range(runs):
+        if bandwidth:
+            rounds.gbs.append(bandwidth())
+        for name, part in parts.items():
+            _settle()
+            rounds.streams[name].append(part.stream())
+    if bandwidth:
+        rounds.gbs.append(bandwidth())
+    for _ in range(runs):
+        for name, part in parts.items():
+            _settle()
+            rounds.concurrent[name].append(part.concurrent())
+    return rounds
+
+
+def report(rounds: Rounds, nbytes: int | None, n: int) -> dict[str, str]:
+    """Print each part's figures; returns the ratios, each the median of its per-round ratios."""
+    if rounds.gbs:
+        print(
+            f"{'memory read bandwidth':28s}: {statistics.median(rounds.gbs):6.1f} GB/s ({_spread(rounds.gbs)})"
+        )
+    for name in rounds.streams:
+        _show(f"{name}, 1 stream", rounds.streams[name])
+        _show_concurrent(f"{name}, {n} streams", rounds.concurrent[name])
+
+    def pairs(a: str, b: str, concurrent: bool = False) -> list[tuple[float, float]]:
+        if concurrent:
+            runs = zip(rounds.concurrent[a], rounds.concurrent[b], strict=True)
+            return [(x.aggregate, y.aggregate) for x, y in runs]
+        return [(x.decode, y.decode) for x, y in zip(rounds.streams[a], rounds.streams[b], strict=True)]
+
+    ratios: dict[str, str] = {}
+    if "engine" in rounds.streams:
+        one = statistics.median(r.tokens / r.wall for r in rounds.streams["engine"])
+        ratios[f"engine {n} streams / 1 stream (aggregate)"] = _ratio(
+            [(c.aggregate, one) for c in rounds.concurrent["engine"]], ">= 5x"
+        )
+        if rounds.gbs and nbytes:
+            limits = [max(before, after) * 1e9 / nbytes for before, after in itertools.pairwise(rounds.gbs)]
+            weights = f"{nbytes / 1e9:.2f} GB of weights a token"
+            print(f"{'decode limit':28s}: {statistics.median(limits):6.2f} tokens/s ({weights})")
+            ratios["1-stream decode / bandwidth limit"] = _ratio(
+                [(s.decode, limit) for s, limit in zip(rounds.streams["engine"], limits, strict=True)],
+                ">= 60%",
+                percent=True,
+            )
+        if "API" in rounds.streams:
+            ratios["API / engine (1-stream decode)"] = _ratio(pairs("API", "engine"), ">= 0.97")
+            ratios[f"API / engine ({n}-stream aggregate)"] = _ratio(pairs("API", "engine", True), "none")
+    if "API" in rounds.streams and PEER in rounds.streams:
+        ratios[f"ours / {PEER} ({n} streams, API)"] = _ratio(pairs("API", PEER, True), ">= 1.5x")
+    return ratios
 
 
 def main() -> None:
@@ -258,57 +394,54 @@ def main() -> None:
     )
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    parser.add_argument("--kernels", default="auto", choices=["auto", "packed", "plain"])
     parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=3, help="rounds of each measurement")
     parser.add_argument("--streams", type=int, default=8)
     for part in ("bandwidth", "engine", "api", "peer", "cold"):
         parser.add_argument(f"--skip-{part}", action="store_true", help=f"do not run the {part} part")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    ratios: dict[str, str] = {}
-    n = args.streams
+    n, tokens = args.streams, args.tokens
 
-    gbs = None if args.skip_bandwidth else isolated(bandwidth_gbs)
-    if gbs:
-        print(f"{'memory read bandwidth':28s}: {gbs:6.1f} GB/s")
-    engine_single = engine_many = None
-    if not args.skip_engine:
-        load, nbytes, weights, single, many = isolated(
-            engine_part, args.model, args.dtype, args.tokens, args.runs, n
-        )
-        print(f"{'warm start (engine load)':28s}: {load:6.1f} s from the converted checkpoint ({weights})")
-        engine_single = _show("engine, 1 stream", single)
-        engine_many = _show_concurrent(f"engine, {n} streams", many)
-        one_wall = statistics.median(r.tokens / r.wall for r in single)
-        ratios[f"engine {n} streams / 1 stream (aggregate)"] = f"{engine_many / one_wall:.2f}x (goal >= 5x)"
-        if gbs:
-            # Bandwidth varies from minute to minute on a shared machine: measure again after the
-            # decode runs and take the better figure (the stricter limit).
-            gbs = max(gbs, isolated(bandwidth_gbs))
-            print(f"{'memory read bandwidth, after':28s}: {gbs:6.1f} GB/s (the better of the two)")
-            limit = gbs * 1e9 / nbytes
-            print(f"{'decode limit':28s}: {limit:6.2f} tokens/s ({nbytes / 1e9:.2f} GB of weights a token)")
-            ratios["1-stream decode / bandwidth limit"] = f"{engine_single / limit:.1%} (goal >= 60%)"
-    api_many = None
-    if not args.skip_api:
-        started, single, many = api_part(args.model, args.dtype, args.tokens, args.runs, n)
-        print(f"{'warm start (API healthy)':28s}: {started:6.1f} s")
-        api_single = _show("API, 1 stream", single)
-        api_many = _show_concurrent(f"API, {n} streams", many)
-        if engine_single:
-            ratios["API / engine (1-stream decode)"] = f"{api_single / engine_single:.3f} (goal >= 0.97)"
-            ratios[f"API / engine ({n}-stream aggregate)"] = f"{api_many / engine_many:.3f}"
-    if not args.skip_peer:
-        started, single, many = peer_part(args.model, args.dtype, args.tokens, n)
-        print(f"{'peer start (healthy)':28s}: {started:6.1f} s")
-        _show("transformers serve, 1 stream", [single])
-        peer_many = _show_concurrent(f"transformers serve, {n} str.", many)
-        if api_many:
-            ratios[f"ours / transformers serve ({n} streams, API)"] = (
-                f"{api_many / peer_many:.2f}x (goal >= 1.5x)"
+    engine: EngineProcess | None = None
+    servers: dict[str, Server] = {}
+    nbytes = None
+    try:
+        parts: dict[str, Part] = {}
+        if not args.skip_engine:
+            engine = EngineProcess()
+            load, nbytes, weights = engine(engine_load, args.model, args.dtype, args.kernels, n)
+            print(
+                f"{'warm start (engine load)':28s}: {load:6.1f} s from the converted checkpoint ({weights})"
             )
+            parts["engine"] = Part(
+                lambda: engine(engine_stream, tokens), lambda: engine(engine_concurrent, tokens, n)
+            )
+        if not args.skip_api:
+            servers["API"] = start_ours(args.model, args.dtype, args.kernels, n)
+            print(f"{'warm start (API healthy)':28s}: {servers['API'].started:6.1f} s")
+        if not args.skip_peer:
+            servers[PEER] = start_peer(args.model, args.dtype)
+            print(f"{'peer start (healthy)':28s}: {servers[PEER].started:6.1f} s")
+        for name, server in servers.items():
+            parts[name] = Part(
+                lambda s=server: _client_stream(s.client, s.model, tokens),
+                lambda s=server: _client_concurrent(s.client, s.model, tokens, n),
+            )
+        bandwidth = None
+        if not args.skip_bandwidth:  # in the engine's process when there is one: torch is loaded there
+            bandwidth = (lambda: engine(bandwidth_gbs)) if engine else (lambda: isolated(bandwidth_gbs))
+        rounds = measure(parts, bandwidth, args.runs)
+    finally:
+        for server in servers.values():
+            stop(server.proc)
+        if engine:
+            engine.close()
+
+    ratios = report(rounds, nbytes, n)
     if not args.skip_cold:
-        print(f"{'cold start (convert + load)':28s}: {cold_part():6.1f} s")
+        print(f"{'cold start (convert + load)':28s}: {isolated(cold_part):6.1f} s")
     print()
     for name, value in ratios.items():
         print(f"{name:44s}: {value}")

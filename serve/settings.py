@@ -38,6 +38,9 @@ class ServeSettings(BaseSettings):
     # --- the embedded engine -------------------------------------------------------------------
     max_batch_size: int = Field(default=8, ge=1, le=256)  # sequences decoded together
     max_queue: int = Field(default=64, ge=1)  # waiting requests beyond this get 429
+    # Linear layers in oneDNN's packed layout or plain nn.Linear (MKL); "auto": whichever measures
+    # faster on this machine at load, per group of same-shaped layers (engines/kernels.py).
+    kernels: Literal["auto", "packed", "plain"] = "auto"
 
     # --- the vLLM engine (a `vllm serve` child process; GPU machines, the [gpu] extra) ----------
     vllm_executable: str = "vllm"  # or a path; the child is `<vllm_executable> serve <model> ...`

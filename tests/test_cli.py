@@ -24,6 +24,12 @@ def test_serve_with_a_missing_checkpoint_stops_with_one_line(tmp_path):
     assert len(lines) == 1 and "no checkpoint at" in lines[0] and "config.json" in lines[0]
 
 
+def test_serve_with_an_unknown_kernel_layout_names_the_choices():
+    result = agentlm("serve", "--kernels", "fast", "--port", "0")
+    assert result.returncode == 2
+    assert "invalid settings: --kernels:" in result.stderr and "'auto', 'packed' or 'plain'" in result.stderr
+
+
 def test_export_without_a_store_says_what_to_do(tmp_path):
     result = agentlm(
         "data", "export", "--out", str(tmp_path / "x.jsonl"), "--store", str(tmp_path / "none.sqlite3")

@@ -268,6 +268,7 @@ class EmbeddedEngine(Engine):
         max_batch_size: int = 8,
         max_queue: int = 64,
         dtype: str = "auto",
+        kernels: str = "auto",
     ):
         checkpoint = resolve_checkpoint(model)  # before the heavy imports: a typo fails at once
         import torch
@@ -284,7 +285,7 @@ class EmbeddedEngine(Engine):
             self.model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=weights_dtype(dtype)).eval()
         except OSError as e:
             raise ModelNotFoundError(f"could not load model {model!r}: {e}") from e
-        packed = pack_linears(self.model)
+        packed = pack_linears(self.model, kernels, batch=max_batch_size)
         config = self.model.config
         if not self.tokenizer.chat_template:
             name = "gemma" if str(config.model_type).startswith("gemma") else "llama-2"
@@ -296,11 +297,12 @@ class EmbeddedEngine(Engine):
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
         log.info(
-            "loaded %s (%s, %s, %d packed linear layers) in %.1f s",
+            "loaded %s (%s, %s, %d linear layers packed, kernels=%s) in %.1f s",
             self.model_id,
             checkpoint,
             self.model.dtype,
             packed,
+            kernels,
             time.perf_counter() - started,
         )
 
@@ -319,6 +321,7 @@ class EmbeddedEngine(Engine):
             settings.max_batch_size,
             settings.max_queue,
             settings.dtype,
+            settings.kernels,
         )
 
     def _stop_token_ids(self) -> set[int]:

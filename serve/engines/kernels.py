@@ -1,23 +1,36 @@
-"""Linear layers with oneDNN-packed weights: what makes CPU decoding read memory at speed.
+"""Linear layers with oneDNN-packed weights, where they make CPU decoding read memory faster.
 
 A decode step multiplies every weight matrix by one vector (or a few, when requests are batched),
-so its speed is how fast the weights stream from memory. ``nn.Linear`` hands that to MKL's gemv,
-which on this machine (AMD EPYC, 2 cores) runs on one thread and reads ~12 GB/s. The same matrix,
-reordered once into oneDNN's blocked layout and multiplied with ``mkldnn::_linear_pointwise``
-(what torch.compile's CPU backend emits for a frozen linear), reads 23-30 GB/s on both cores and
-is faster for every batch size up to long prefills. ``benchmarks/serving.py`` shows the effect on
-a whole decode step.
+so its speed is how fast the weights stream from memory. ``nn.Linear`` hands that to MKL's gemv or
+gemm; the same matrix, reordered once into oneDNN's blocked layout and multiplied with
+``mkldnn::_linear_pointwise`` (what torch.compile's CPU backend emits for a frozen linear), is
+often faster, but not always:
 
-``pack_linears`` swaps a loaded model's ``nn.Linear`` modules for ``PackedLinear`` and checks the
-result: the logits of a short probe must match the unpacked model's, or every module is put back
-and the engine runs unpacked (a model whose code reads ``.weight`` of a projection, say). A tied
-output layer gets its own packed copy; the input embedding keeps the original for lookups, so a
-tied model holds its embedding twice (~670 MB more for Gemma 3 270M in float32).
+- AMD EPYC, 2 cores: MKL's gemv runs on one thread and reads ~12 GB/s; the packed kernel reads
+  23-30 GB/s on both cores, for one row, a batch or a prefill.
+- Intel Xeon with AMX, 2 cores: MKL's gemv is ~1.4x faster than the packed kernel for a lone row
+  through the decoder layers' small matrices, about even on the 262k-row output layer, and 2.7x
+  slower for 8 rows through the output layer.
+
+So ``pack_linears`` can decide per machine: with ``layout="auto"`` it times each group of
+same-shaped layers both ways, on one row and on a full batch, and packs the groups where the
+packed kernel wins (the geometric mean of the two speed ratios). That costs about a second at
+load and keeps only one layout of each weight in memory. ``benchmarks/serving.py`` shows
+the effect on a whole decode step.
+
+Whatever it packs is checked: the logits of a short probe must match the unpacked model's, or
+every module is put back and the engine runs unpacked (a model whose code reads ``.weight`` of a
+projection, say). A tied output layer gets its own packed copy; the input embedding keeps the
+original for lookups, so a tied model holds its embedding twice (~670 MB more for Gemma 3 270M
+in float32).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import time
+from collections import defaultdict
 
 import torch
 from torch import nn
@@ -26,6 +39,7 @@ log = logging.getLogger(__name__)
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+LAYOUTS = ("auto", "packed", "plain")
 
 
 def weights_dtype(name: str) -> torch.dtype:
@@ -78,8 +92,47 @@ def _probe(model: nn.Module) -> torch.Tensor:
     return model(input_ids=ids, use_cache=False).logits.float()
 
 
-def pack_linears(model: nn.Module) -> int:
-    """Pack the model's linear layers in place; returns how many (0 if it ran unchanged)."""
+def packed_speedups(
+    linears: list[nn.Linear], packed: list[PackedLinear], batch: int, rounds: int = 3
+) -> dict:
+    """How much faster each group of same-shaped layers runs packed than plain on this machine,
+    keyed by (in_features, out_features): the geometric mean of the speed ratios for one row (a
+    lone decode step) and for `batch` rows.
+
+    Each timing is one pass through all the layers, as a decode step makes, so that a matrix's
+    weights come from memory and not from a cache that timing it a moment before warmed; each
+    group's time is its share of the pass, the best of `rounds`. The two layouts alternate so that a noisy
+    neighbour slows both alike."""
+    keys = [(linear.in_features, linear.out_features) for linear in linears]
+    ratios: dict[tuple[int, int], list[float]] = defaultdict(list)
+    for rows in sorted({1, max(batch, 1)}):
+        inputs = {n: torch.randn(rows, n, dtype=linears[0].weight.dtype) for n, _ in keys}
+        best = [defaultdict(lambda: math.inf), defaultdict(lambda: math.inf)]
+        for round in range(rounds + 1):  # round 0 warms up: oneDNN builds its primitives
+            for layout, modules in enumerate((linears, packed)):
+                seconds: dict[tuple[int, int], float] = defaultdict(float)
+                for key, module in zip(keys, modules, strict=True):
+                    start = time.perf_counter()
+                    module(inputs[key[0]])
+                    seconds[key] += time.perf_counter() - start
+                if round:
+                    for key, value in seconds.items():
+                        best[layout][key] = min(best[layout][key], value)
+        for key in best[0]:
+            ratios[key].append(best[0][key] / best[1][key])
+    return {key: math.prod(r) ** (1 / len(r)) for key, r in ratios.items()}
+
+
+def pack_linears(model: nn.Module, layout: str = "packed", batch: int = 8) -> int:
+    """Pack the model's linear layers in place; returns how many (0 if it ran unchanged).
+
+    `layout`: "packed" packs them all, "plain" none, "auto" the groups of same-shaped layers that
+    `packed_speedups` finds faster packed, for one row and for `batch` rows.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown kernel layout {layout!r}: use one of {', '.join(LAYOUTS)}")
+    if layout == "plain":
+        return 0
     if not packing_available():
         log.info("oneDNN is not available in this torch build; linear layers stay unpacked")
         return 0
@@ -87,9 +140,29 @@ def pack_linears(model: nn.Module) -> int:
     if not targets:
         return 0
     with torch.inference_mode():
+        packed = [PackedLinear(linear) for _, _, linear in targets]
+        if layout == "auto":
+            speedups = packed_speedups([linear for _, _, linear in targets], packed, batch)
+            for (rows_in, rows_out), speedup in speedups.items():
+                log.info(
+                    "linear layers %dx%d: packed %.2fx as fast as plain (1 and %d rows): %s",
+                    rows_out,
+                    rows_in,
+                    speedup,
+                    batch,
+                    "packing" if speedup > 1 else "leaving plain",
+                )
+            chosen = [
+                (target, module)
+                for target, module in zip(targets, packed, strict=True)
+                if speedups[(target[2].in_features, target[2].out_features)] > 1
+            ]
+            targets, packed = [t for t, _ in chosen], [m for _, m in chosen]
+            if not targets:
+                return 0
         expected = _probe(model)
-        for parent, name, linear in targets:
-            setattr(parent, name, PackedLinear(linear))
+        for (parent, name, _), module in zip(targets, packed, strict=True):
+            setattr(parent, name, module)
         try:
             got = _probe(model)
             tolerance = 1e-3 if expected.dtype == torch.float32 else 5e-2

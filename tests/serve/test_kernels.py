@@ -1,8 +1,10 @@
-"""oneDNN-packed linear layers: the same numbers as nn.Linear, swapped in only when they check out."""
+"""oneDNN-packed linear layers: the same numbers as nn.Linear, swapped in only when they check out
+and, with layout "auto", only where they measure faster."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ import torch
 from tiny import build_tiny_gemma
 from torch import nn
 
-from agentlm.serve.engines import GenerationRequest
+from agentlm.serve.engines import GenerationRequest, kernels
 from agentlm.serve.engines.embedded import EmbeddedEngine
 from agentlm.serve.engines.kernels import PackedLinear, pack_linears, packing_available, weights_dtype
 
@@ -68,6 +70,59 @@ def test_a_model_that_reads_a_projections_weight_is_left_unpacked() -> None:
         torch.testing.assert_close(model(ids).logits, expected)
 
 
+class _Slow(nn.Module):
+    """A layer that takes `seconds` longer than the module it wraps."""
+
+    def __init__(self, inner: nn.Module, seconds: float):
+        super().__init__()
+        self.inner, self.seconds = inner, seconds
+        self.in_features, self.out_features = inner.in_features, inner.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.seconds)
+        return self.inner(x)
+
+
+def test_the_speedup_is_measured_per_group_of_same_shaped_layers() -> None:
+    torch.manual_seed(0)
+    small = [nn.Linear(32, 64) for _ in range(3)]  # packed made slow: plain should win
+    wide = [nn.Linear(32, 512) for _ in range(2)]  # plain made slow: packed should win
+    with torch.inference_mode():
+        packed = [_Slow(PackedLinear(m), 0.004) for m in small] + [PackedLinear(m) for m in wide]
+        plain: list[nn.Module] = [*small, *(_Slow(m, 0.004) for m in wide)]
+        speedups = kernels.packed_speedups(plain, packed, batch=4, rounds=2)  # type: ignore[arg-type]
+    assert set(speedups) == {(32, 64), (32, 512)}
+    assert speedups[(32, 64)] < 0.5 < 2 < speedups[(32, 512)]
+
+
+def test_auto_packs_only_the_groups_that_measure_faster(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = build_tiny_gemma()  # hidden 64, intermediate 128, vocab 128: the head is 64 -> 128 too
+    batches = []
+
+    def measured(linears, packed, batch):  # 64 -> 128 layers measure faster packed, the rest slower
+        batches.append(batch)
+        return {(m.in_features, m.out_features): 3.0 if m.out_features == 128 else 0.7 for m in linears}
+
+    monkeypatch.setattr(kernels, "packed_speedups", measured)
+    ids = torch.tensor([[2, 5, 9, 14, 3, 7]])
+    with torch.inference_mode():
+        expected = model(input_ids=ids).logits
+        assert pack_linears(model, "auto", batch=6) == 1 + 2 * 2  # the head; gate and up per layer
+        assert batches == [6]
+        packed = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, PackedLinear)}
+        assert packed == {"lm_head", "gate_proj", "up_proj"}
+        assert sum(type(m) is nn.Linear for m in model.modules()) == 2 * 5
+        torch.testing.assert_close(model(input_ids=ids).logits, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_plain_packs_nothing_and_an_unknown_layout_is_named() -> None:
+    model = build_tiny_gemma()
+    assert pack_linears(model, "plain") == 0
+    assert not any(isinstance(m, PackedLinear) for m in model.modules())
+    with pytest.raises(ValueError, match="unknown kernel layout 'fast': use one of auto, packed, plain"):
+        pack_linears(model, "fast")
+
+
 def test_dtype_names() -> None:
     assert weights_dtype("auto") is torch.float32
     assert weights_dtype("bfloat16") is torch.bfloat16
@@ -83,15 +138,17 @@ def _greedy_text(engine: EmbeddedEngine, prompt: str, tokens: int) -> str:
     return asyncio.run(run())
 
 
-def test_the_packed_engine_replies_as_transformers_generate_does(tiny_checkpoint: Path) -> None:
+@pytest.mark.parametrize("layout", ["packed", "auto"])
+def test_the_engine_replies_as_transformers_generate_does(tiny_checkpoint: Path, layout: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
     reference = AutoModelForCausalLM.from_pretrained(tiny_checkpoint, dtype=torch.float32).eval()
     prompts = ["What is the leave policy?", "Book a room for Monday."]
-    engine = EmbeddedEngine(str(tiny_checkpoint), num_threads=1)
+    engine = EmbeddedEngine(str(tiny_checkpoint), num_threads=1, kernels=layout)
     try:
-        assert sum(isinstance(m, PackedLinear) for m in engine.model.modules()) == 4 * 7 + 1
+        packed = sum(isinstance(m, PackedLinear) for m in engine.model.modules())
+        assert packed == 4 * 7 + 1 if layout == "packed" else 0 <= packed <= 4 * 7 + 1
         for prompt in prompts:
             text = tokenizer.apply_chat_template(
                 [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
@@ -106,7 +163,7 @@ def test_the_packed_engine_replies_as_transformers_generate_does(tiny_checkpoint
 
 
 def test_the_engine_serves_in_bfloat16(tiny_checkpoint: Path) -> None:
-    engine = EmbeddedEngine(str(tiny_checkpoint), num_threads=1, dtype="bfloat16")
+    engine = EmbeddedEngine(str(tiny_checkpoint), num_threads=1, dtype="bfloat16", kernels="packed")
     try:
         assert engine.model.dtype == torch.bfloat16
         packed = [m for m in engine.model.modules() if isinstance(m, PackedLinear)]
