@@ -119,16 +119,19 @@ def _layer_cap(layer: Any) -> float:
     return window - 1 if window else math.inf
 
 
+def _fit(cached: torch.Tensor, columns: int) -> torch.Tensor:
+    """Keys or values [batch, kv_heads, columns, head_dim] padded with zeros or cut on the left."""
+    stored = cached.shape[-2]
+    if columns > stored:
+        return F.pad(cached, (0, 0, columns - stored, 0))
+    return cached[:, :, stored - columns :]
+
+
 def _set_length(layer: Any, length: int) -> None:
     """Make a cache layer hold `length` logical columns, padding with zeros or cutting on the left."""
-    stored = layer.keys.shape[-2]
-    want = int(min(length, _layer_cap(layer)))
-    if want > stored:  # keys/values: [batch, kv_heads, columns, head_dim]
-        layer.keys = F.pad(layer.keys, (0, 0, want - stored, 0))
-        layer.values = F.pad(layer.values, (0, 0, want - stored, 0))
-    elif want < stored:
-        layer.keys = layer.keys[:, :, stored - want :]
-        layer.values = layer.values[:, :, stored - want :]
+    columns = int(min(length, _layer_cap(layer)))
+    if columns != layer.keys.shape[-2]:
+        layer.keys, layer.values = _fit(layer.keys, columns), _fit(layer.values, columns)
     if hasattr(layer, "cumulative_length"):
         layer.cumulative_length = length
 
@@ -189,15 +192,26 @@ class PaddedBatch:
             return
         assert self.mask is not None and self.positions is not None
         width = max(self.width, mask.shape[1])
+        # Build everything before changing anything: a failure part-way (out of memory) leaves the
+        # batch as it was, and the rows already decoding carry on.
+        stacked = []
         for ours, theirs in zip(self.cache.layers, cache.layers, strict=True):
-            _set_length(ours, width)
-            _set_length(theirs, width)
-            ours.keys = torch.cat([ours.keys, theirs.keys])
-            ours.values = torch.cat([ours.values, theirs.values])
-        self.mask = torch.cat(
+            columns = int(min(width, _layer_cap(ours)))
+            stacked.append(
+                (
+                    torch.cat([_fit(ours.keys, columns), _fit(theirs.keys, columns)]),
+                    torch.cat([_fit(ours.values, columns), _fit(theirs.values, columns)]),
+                )
+            )
+        joined_mask = torch.cat(
             [F.pad(self.mask, (width - self.width, 0)), F.pad(mask, (width - mask.shape[1], 0))]
         )
-        self.positions = torch.cat([self.positions, positions])
+        joined_positions = torch.cat([self.positions, positions])
+        for layer, (keys, values) in zip(self.cache.layers, stacked, strict=True):
+            layer.keys, layer.values = keys, values
+            if hasattr(layer, "cumulative_length"):
+                layer.cumulative_length = width
+        self.mask, self.positions = joined_mask, joined_positions
 
     def keep(self, rows: list[int]) -> None:
         """Keep only these rows (in this order), freeing the others' cache, and trim the padding."""

@@ -469,8 +469,7 @@ class EmbeddedEngine(Engine):
             log.exception("prefill of %d requests failed", len(group))
             for seq, _ in group:
                 seq.job.emit(EngineError(f"generation failed: {type(e).__name__}: {e}"))
-            batch.keep(list(range(len(running))))  # whatever joined half-way leaves again
-            return
+            return  # a failed join changes nothing: the running rows carry on
         base = len(running)
         running.extend(seq for seq, _ in group)
         done = {base + i for i, (seq, _) in enumerate(group) if self._advance(seq, rows.logits[i])}

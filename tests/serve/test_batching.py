@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from agentlm.serve.engines import (
+    EngineError,
     EngineOverloadedError,
     GenerationChunk,
     GenerationRequest,
@@ -172,6 +173,27 @@ def test_closing_the_stream_removes_the_sequence_from_the_batch(engine: Embedded
     assert isinstance(asyncio.run(scenario()), str)
 
 
+def test_a_newcomer_that_fails_to_join_is_told_and_the_running_rows_carry_on(
+    engine: EmbeddedEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alone = text(asyncio.run(collect(engine, request(PROMPTS[1], max_tokens=200))))
+
+    def join_fails(self, rows):
+        raise MemoryError("out of memory")
+
+    async def scenario() -> tuple[str, int]:
+        running = asyncio.create_task(collect(engine, request(PROMPTS[1], max_tokens=200)))
+        await wait_until(lambda: engine.running == 1)
+        with monkeypatch.context() as patch:
+            patch.setattr(PaddedBatch, "join", join_fails)
+            with pytest.raises(EngineError, match="generation failed: MemoryError: out of memory"):
+                await collect(engine, request(PROMPTS[2]))
+        return text(await running), engine.running
+
+    replied, rows = asyncio.run(scenario())
+    assert replied == alone and rows == 0
+
+
 def test_refusals(tiny_checkpoint: Path) -> None:
     engine = EmbeddedEngine(str(tiny_checkpoint), num_threads=1, max_batch_size=1, max_queue=1)
 
@@ -264,6 +286,34 @@ def test_padded_batch_rows_match_lone_runs_across_joins_leaves_and_sliding_windo
         assert batch.cache.layers[1].keys.shape[-2] == batch.width
         batch.keep([])
         assert len(batch) == 0 and batch.cache is None
+
+
+def test_a_join_that_fails_part_way_leaves_the_batch_as_it_was(tiny_gemma, monkeypatch) -> None:
+    from agentlm.serve.engines import batching
+
+    with torch.inference_mode():
+        batch, spared = PaddedBatch(tiny_gemma), PaddedBatch(tiny_gemma)
+        for b in (batch, spared):
+            b.join(b.prefill([[5, 6, 7], [9, 10, 11, 12]]))
+            b.step([40, 41])
+        newcomer = batch.prefill([[20, 21, 22, 23, 24, 25, 26, 27]])  # wider: every layer must grow
+        calls = 0
+        real_cat = torch.cat
+
+        def cat_fails_on_the_third_call(*args, **kwargs):
+            nonlocal calls
+            calls += 1
+            if calls == 3:  # the second layer's keys: the first layer is already stacked
+                raise MemoryError("out of memory")
+            return real_cat(*args, **kwargs)
+
+        monkeypatch.setattr(batching.torch, "cat", cat_fails_on_the_third_call)
+        with pytest.raises(MemoryError):
+            batch.join(newcomer)
+        monkeypatch.setattr(batching.torch, "cat", real_cat)
+        assert len(batch) == 2 and batch.width == spared.width
+        assert all(layer.keys.shape[0] == 2 for layer in batch.cache.layers)
+        torch.testing.assert_close(batch.step([50, 51]), spared.step([50, 51]))
 
 
 def test_in_place_cache_layers_match_transformers_own_and_copy_only_now_and_then(tiny_gemma) -> None:
