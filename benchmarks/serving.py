@@ -9,7 +9,8 @@ decoding, the same token budget everywhere. Parts, each skippable:
   engine     the engine in-process (a spawned process that loads it once): one stream (TTFT,
              decode tokens/s), then N concurrent streams
   api        `agentlm serve` behind the API, streamed with the official `openai` client
-  peer       `transformers serve --continuous-batching` on the same checkpoint, same client
+  peer       `transformers serve --continuous-batching` on the same checkpoint, same client, as it
+             runs out of the box (without the transparent huge pages AgentLM turns on)
   cold       a cold start (converting the GGUF into an empty $AGENTLM_HOME, about a minute)
 
 Everything that is compared is up at once and measured in rounds, the parts taking turns: on a
@@ -247,7 +248,9 @@ def start_peer(model: str, dtype: str) -> Server:
     exe = str(Path(sys.executable).with_name("transformers"))
     cmd = [exe, "serve", checkpoint, "--continuous-batching", "--device", "cpu", "--dtype", dtype]
     cmd += ["--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # As it runs out of the box: without the huge pages `import agentlm` asked for in this process.
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         started = wait_healthy(f"http://127.0.0.1:{port}/health", proc, timeout=600)
     except BaseException:

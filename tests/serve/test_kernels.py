@@ -4,6 +4,9 @@ and, with layout "auto", only where they measure faster."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -171,3 +174,36 @@ def test_the_engine_serves_in_bfloat16(tiny_checkpoint: Path) -> None:
         assert len(_greedy_text(engine, "What is the leave policy?", 12)) > 0
     finally:
         engine.close()
+
+
+_HUGE_PAGES = """
+import agentlm, os, torch
+x = torch.ones(64 << 20, dtype=torch.uint8)  # 64 MB, touched
+rollup = open("/proc/self/smaps_rollup").read()
+huge = int(rollup.split("AnonHugePages:")[1].split()[0])
+print(os.environ["THP_MEM_ALLOC_ENABLE"], huge)
+"""
+
+
+def _flag_and_huge_kb(env: dict[str, str]) -> tuple[str, int]:
+    """THP_MEM_ALLOC_ENABLE as a fresh interpreter sees it after `import agentlm`, and the kB of
+    huge pages backing its memory once it has made a 64 MB tensor."""
+    run = subprocess.run(
+        [sys.executable, "-c", _HUGE_PAGES], env=env, capture_output=True, text=True, check=True
+    )
+    flag, huge = run.stdout.split()
+    return flag, int(huge)
+
+
+def test_importing_agentlm_backs_torch_tensors_with_huge_pages() -> None:
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    mode = thp.read_text() if thp.exists() else "[never]"
+    unset = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    flag, huge = _flag_and_huge_kb(unset)
+    assert flag == "1"
+    if "[never]" not in mode:  # the kernel may have huge pages to give
+        assert huge >= 2048
+    flag, huge = _flag_and_huge_kb({**unset, "THP_MEM_ALLOC_ENABLE": "0"})  # the user's choice wins
+    assert flag == "0"
+    if "[madvise]" in mode:  # huge pages only where asked for: none without the flag
+        assert huge == 0
