@@ -432,9 +432,8 @@ def main() -> None:
                 lambda s=server: _client_stream(s.client, s.model, tokens),
                 lambda s=server: _client_concurrent(s.client, s.model, tokens, n),
             )
-        bandwidth = None
-        if not args.skip_bandwidth:  # in the engine's process when there is one: torch is loaded there
-            bandwidth = (lambda: engine(bandwidth_gbs)) if engine else (lambda: isolated(bandwidth_gbs))
+        # In a process of its own: its gigabyte must not be allocated and freed where a part runs.
+        bandwidth = None if args.skip_bandwidth else lambda: isolated(bandwidth_gbs)
         rounds = measure(parts, bandwidth, args.runs)
     finally:
         for server in servers.values():
