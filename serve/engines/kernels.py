@@ -8,15 +8,15 @@ often faster, but not always:
 
 - AMD EPYC, 2 cores: MKL's gemv runs on one thread and reads ~12 GB/s; the packed kernel reads
   23-30 GB/s on both cores, for one row, a batch or a prefill.
-- Intel Xeon with AMX, 2 cores: MKL's gemv is ~1.4x faster than the packed kernel for a lone row
-  through the decoder layers' small matrices, about even on the 262k-row output layer, and 2.7x
-  slower for 8 rows through the output layer.
+- Intel Xeon with AMX, 2 cores: MKL is 1.2-1.8x faster than the packed kernel through the
+  decoder layers' small matrices, about even on the 262k-row output layer for a lone row, and
+  2.7x slower on it for 8 rows.
 
 So ``pack_linears`` can decide per machine: with ``layout="auto"`` it times each group of
 same-shaped layers both ways, on one row and on a full batch, and packs the groups where the
 packed kernel wins (the geometric mean of the two speed ratios). That costs about a second at
-load and keeps only one layout of each weight in memory. ``benchmarks/serving.py`` shows
-the effect on a whole decode step.
+load; once loaded, each weight is held in one layout only. ``benchmarks/serving.py`` shows the
+effect on a whole decode step.
 
 Whatever it packs is checked: the logits of a short probe must match the unpacked model's, or
 every module is put back and the engine runs unpacked (a model whose code reads ``.weight`` of a
@@ -94,28 +94,28 @@ def _probe(model: nn.Module) -> torch.Tensor:
 
 def packed_speedups(
     linears: list[nn.Linear], packed: list[PackedLinear], batch: int, rounds: int = 3
-) -> dict:
+) -> dict[tuple[int, int], float]:
     """How much faster each group of same-shaped layers runs packed than plain on this machine,
     keyed by (in_features, out_features): the geometric mean of the speed ratios for one row (a
     lone decode step) and for `batch` rows.
 
     Each timing is one pass through all the layers, as a decode step makes, so that a matrix's
     weights come from memory and not from a cache that timing it a moment before warmed; each
-    group's time is its share of the pass, the best of `rounds`. The two layouts alternate so that a noisy
-    neighbour slows both alike."""
+    group's time is its share of the pass, the best of `rounds`. The two layouts alternate, so
+    that a noisy neighbour slows both alike."""
     keys = [(linear.in_features, linear.out_features) for linear in linears]
     ratios: dict[tuple[int, int], list[float]] = defaultdict(list)
     for rows in sorted({1, max(batch, 1)}):
         inputs = {n: torch.randn(rows, n, dtype=linears[0].weight.dtype) for n, _ in keys}
         best = [defaultdict(lambda: math.inf), defaultdict(lambda: math.inf)]
-        for round in range(rounds + 1):  # round 0 warms up: oneDNN builds its primitives
+        for attempt in range(rounds + 1):  # the first warms up: oneDNN builds its primitives
             for layout, modules in enumerate((linears, packed)):
                 seconds: dict[tuple[int, int], float] = defaultdict(float)
                 for key, module in zip(keys, modules, strict=True):
                     start = time.perf_counter()
                     module(inputs[key[0]])
                     seconds[key] += time.perf_counter() - start
-                if round:
+                if attempt:
                     for key, value in seconds.items():
                         best[layout][key] = min(best[layout][key], value)
         for key in best[0]:
