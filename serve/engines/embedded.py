@@ -274,7 +274,7 @@ class EmbeddedEngine(Engine):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from agentlm.serve.engines.kernels import pack_linears, weights_dtype
+        from agentlm.serve.engines.kernels import own_weights, pack_linears, weights_dtype
 
         self.model_id = served_model_name or default_model_id(model)
         # torch's default counts physical cores of the machine, not the CPUs this process may use.
@@ -285,6 +285,7 @@ class EmbeddedEngine(Engine):
             self.model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=weights_dtype(dtype)).eval()
         except OSError as e:
             raise ModelNotFoundError(f"could not load model {model!r}: {e}") from e
+        own_weights(self.model)
         packed = pack_linears(self.model, kernels, batch=max_batch_size)
         config = self.model.config
         if not self.tokenizer.chat_template:

@@ -52,6 +52,20 @@ def weights_dtype(name: str) -> torch.dtype:
         raise ValueError(f"unknown dtype {name!r}: use one of auto, {', '.join(DTYPES)}") from None
 
 
+def own_weights(model: nn.Module) -> None:
+    """Copy every parameter and buffer into this process's own (anonymous) memory.
+
+    transformers maps the checkpoint file and hands out tensors that are views of the mapping, so
+    the weights live in the page cache, where the kernel may drop them when another process needs
+    memory and read them back from disk, page by page, in the middle of a decode step. Anonymous
+    memory stays put (there is no swap on a typical server), and as a new allocation it gets the
+    transparent huge pages ``import agentlm`` asks torch for. Costs one copy of the weights at load.
+    """
+    with torch.no_grad():
+        for tensor in (*model.parameters(), *model.buffers()):  # a tied weight is listed once
+            tensor.data = tensor.data.clone()
+
+
 def packing_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 

@@ -126,6 +126,40 @@ def test_plain_packs_nothing_and_an_unknown_layout_is_named() -> None:
         pack_linears(model, "fast")
 
 
+def _file_mappings(name: str) -> list[tuple[int, int]]:
+    """Address ranges of this process that map a file called `name`."""
+    ranges = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[5].endswith(name):
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            ranges.append((start, end))
+    return ranges
+
+
+def _in_the_file(model: nn.Module, ranges: list[tuple[int, int]]) -> int:
+    tensors = (*model.parameters(), *model.buffers())
+    return sum(any(a <= t.data_ptr() < b for a, b in ranges) for t in tensors if t.numel())
+
+
+def test_the_engine_holds_its_weights_in_its_own_memory_not_in_the_checkpoint_file(
+    tiny_checkpoint: Path,
+) -> None:
+    from transformers import AutoModelForCausalLM
+
+    loaded = AutoModelForCausalLM.from_pretrained(tiny_checkpoint, dtype=torch.float32)
+    # transformers hands out views of the mapped file: pages the kernel may drop under pressure
+    assert _in_the_file(loaded, _file_mappings("model.safetensors")) > 0
+    engine = EmbeddedEngine(str(tiny_checkpoint), num_threads=1, kernels="plain")
+    try:
+        model = engine.model
+        assert _in_the_file(model, _file_mappings("model.safetensors")) == 0
+        assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # still tied
+        assert len(_greedy_text(engine, "What is the leave policy?", 8)) > 0
+    finally:
+        engine.close()
+
+
 def test_dtype_names() -> None:
     assert weights_dtype("auto") is torch.float32
     assert weights_dtype("bfloat16") is torch.bfloat16
