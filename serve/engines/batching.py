@@ -23,7 +23,6 @@ between the two likeliest tokens could in principle break the other way.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,10 +112,11 @@ def new_cache(config: Any) -> DynamicCache:
     return cache
 
 
-def _layer_cap(layer: Any) -> float:
-    """How many columns a cache layer keeps: all of them, or a sliding window's last W - 1."""
+def _columns(layer: Any, length: int) -> int:
+    """How many of `length` logical columns a cache layer stores: all of them, or a sliding
+    window's last W - 1."""
     window = getattr(layer, "sliding_window", None)
-    return window - 1 if window else math.inf
+    return min(length, window - 1) if window else length
 
 
 def _fit(cached: torch.Tensor, columns: int) -> torch.Tensor:
@@ -129,7 +129,7 @@ def _fit(cached: torch.Tensor, columns: int) -> torch.Tensor:
 
 def _set_length(layer: Any, length: int) -> None:
     """Make a cache layer hold `length` logical columns, padding with zeros or cutting on the left."""
-    columns = int(min(length, _layer_cap(layer)))
+    columns = _columns(layer, length)
     if columns != layer.keys.shape[-2]:
         layer.keys, layer.values = _fit(layer.keys, columns), _fit(layer.values, columns)
     if hasattr(layer, "cumulative_length"):
@@ -196,7 +196,7 @@ class PaddedBatch:
         # batch as it was, and the rows already decoding carry on.
         stacked = []
         for ours, theirs in zip(self.cache.layers, cache.layers, strict=True):
-            columns = int(min(width, _layer_cap(ours)))
+            columns = _columns(ours, width)
             stacked.append(
                 (
                     torch.cat([_fit(ours.keys, columns), _fit(theirs.keys, columns)]),
