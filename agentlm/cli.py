@@ -68,6 +68,13 @@ def serve(
             help="Embedded: linear layers 'packed' (oneDNN), 'plain' (MKL) or 'auto' (timed at load)."
         ),
     ] = None,
+    decoder: Annotated[
+        str | None,
+        typer.Option(
+            help="Embedded: decode steps by AgentLM's lean step for Llama and Gemma 3 ('auto') or "
+            "by transformers' forward ('transformers')."
+        ),
+    ] = None,
     tensor_parallel_size: Annotated[
         int | None, typer.Option(help="vLLM: GPUs to shard the model over.")
     ] = None,
@@ -106,6 +113,7 @@ def serve(
         "max_batch_size": max_batch_size,
         "dtype": dtype,
         "kernels": kernels,
+        "decoder": decoder,
         "tensor_parallel_size": tensor_parallel_size,
         "gpu_memory_utilization": gpu_memory_utilization,
         "max_model_len": max_model_len,

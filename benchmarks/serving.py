@@ -23,7 +23,7 @@ bandwidths measured just before and just after it (the stricter limit).
 Prints the figures and the ratios: API / engine (single-stream decode), decode / bandwidth limit,
 N streams / 1 stream (aggregate tokens/s, wall clock, prefills included), ours / peer at N streams.
 
-    .venv/bin/python benchmarks/serving.py [--model embedded] [--dtype auto] [--kernels auto] [--tokens 64]
+    .venv/bin/python benchmarks/serving.py [--model embedded] [--dtype auto] [--kernels auto] [--decoder auto] [--tokens 64]
         [--runs 3] [--streams 8] [--skip-bandwidth] [--skip-engine] [--skip-api] [--skip-peer] [--skip-cold]
 """
 
@@ -95,7 +95,8 @@ def _timed(fn) -> float:
 def weight_bytes_per_token(model) -> int:
     """Bytes of weights one decode step reads: every parameter and buffer once (packed linear
     layers are buffers), except that the input embedding contributes only the row it looks up
-    unless the output layer multiplies by that very tensor."""
+    unless the output layer multiplies by that very tensor. (The lean decode step's packed copies
+    of fused layers stand in for the plain ones: as many bytes.)"""
     tensors = {id(t): t for t in (*model.parameters(), *model.buffers())}  # tied ones are one object
     total = sum(t.numel() * t.element_size() for t in tensors.values())
     embed = model.get_input_embeddings().weight
@@ -116,7 +117,7 @@ def isolated(fn, *args):
 _engine = None  # set in the engine's process by engine_load
 
 
-def engine_load(model: str, dtype: str, kernels: str, streams: int) -> tuple[float, int, str]:
+def engine_load(model: str, dtype: str, kernels: str, decoder: str, streams: int) -> tuple[float, int, str]:
     """Load the engine (in its process); returns (seconds, weight bytes/token, what runs)."""
     global _engine
     from agentlm.serve.engines.embedded import EmbeddedEngine, resolve_checkpoint
@@ -125,13 +126,22 @@ def engine_load(model: str, dtype: str, kernels: str, streams: int) -> tuple[flo
 
     resolve_checkpoint(model)  # convert first if needed: that is the cold start, timed on its own
     started = time.perf_counter()
-    settings = ServeSettings(model=model, dtype=dtype, kernels=kernels, max_batch_size=max(streams, 1))
+    settings = ServeSettings(
+        model=model, dtype=dtype, kernels=kernels, decoder=decoder, max_batch_size=max(streams, 1)
+    )
     _engine = EmbeddedEngine.from_settings(settings)
     load = time.perf_counter() - started
     modules = list(_engine.model.modules())
     packed = sum(isinstance(m, PackedLinear) for m in modules)
     linears = packed + sum(type(m).__name__ == "Linear" for m in modules)
     weights = f"{str(_engine.model.dtype).removeprefix('torch.')}, {packed} of {linears} linear layers packed"
+    if lean := _engine.decoder:  # its fused q/k/v and gate/up layers, packed or not
+        fused = [getattr(layer, name) for layer in lean.layers for name in ("qkv", "gate_up")]
+        weights += (
+            f", lean decode step ({sum(isinstance(m, PackedLinear) for m in fused)} fused layers packed)"
+        )
+    else:
+        weights += ", transformers' decode step"
     return load, weight_bytes_per_token(_engine.model), weights
 
 
@@ -220,7 +230,7 @@ class Server:
     model: str  # the id to ask for
 
 
-def start_ours(model: str, dtype: str, kernels: str, streams: int) -> Server:
+def start_ours(model: str, dtype: str, kernels: str, decoder: str, streams: int) -> Server:
     """`agentlm serve` on a free port, healthy."""
     port = free_port()
     env = {
@@ -228,6 +238,7 @@ def start_ours(model: str, dtype: str, kernels: str, streams: int) -> Server:
         "AGENTLM_MAX_BATCH_SIZE": str(max(streams, 1)),
         "AGENTLM_DTYPE": dtype,
         "AGENTLM_KERNELS": kernels,
+        "AGENTLM_DECODER": decoder,
     }
     proc, started = start_server(
         ["--model", model], port, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -398,6 +409,7 @@ def main() -> None:
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     parser.add_argument("--kernels", default="auto", choices=["auto", "packed", "plain"])
+    parser.add_argument("--decoder", default="auto", choices=["auto", "transformers"])
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--runs", type=int, default=3, help="rounds of each measurement")
     parser.add_argument("--streams", type=int, default=8)
@@ -414,7 +426,7 @@ def main() -> None:
         parts: dict[str, Part] = {}
         if not args.skip_engine:
             engine = EngineProcess()
-            load, nbytes, weights = engine(engine_load, args.model, args.dtype, args.kernels, n)
+            load, nbytes, weights = engine(engine_load, args.model, args.dtype, args.kernels, args.decoder, n)
             print(
                 f"{'warm start (engine load)':28s}: {load:6.1f} s from the converted checkpoint ({weights})"
             )
@@ -422,7 +434,7 @@ def main() -> None:
                 lambda: engine(engine_stream, tokens), lambda: engine(engine_concurrent, tokens, n)
             )
         if not args.skip_api:
-            servers["API"] = start_ours(args.model, args.dtype, args.kernels, n)
+            servers["API"] = start_ours(args.model, args.dtype, args.kernels, args.decoder, n)
             print(f"{'warm start (API healthy)':28s}: {servers['API'].started:6.1f} s")
         if not args.skip_peer:
             servers[PEER] = start_peer(args.model, args.dtype)

@@ -41,6 +41,9 @@ class ServeSettings(BaseSettings):
     # Linear layers in oneDNN's packed layout or plain nn.Linear (MKL); "auto": whichever measures
     # faster on this machine at load, per group of same-shaped layers (engines/kernels.py).
     kernels: Literal["auto", "packed", "plain"] = "auto"
+    # The decode step: "auto" runs AgentLM's own for Llama and Gemma 3 models (fewer, larger
+    # operations; checked against transformers' at load), "transformers" the model's forward.
+    decoder: Literal["auto", "transformers"] = "auto"
 
     # --- the vLLM engine (a `vllm serve` child process; GPU machines, the [gpu] extra) ----------
     vllm_executable: str = "vllm"  # or a path; the child is `<vllm_executable> serve <model> ...`

@@ -24,10 +24,14 @@ def test_serve_with_a_missing_checkpoint_stops_with_one_line(tmp_path):
     assert len(lines) == 1 and "no checkpoint at" in lines[0] and "config.json" in lines[0]
 
 
-def test_serve_with_an_unknown_kernel_layout_names_the_choices():
-    result = agentlm("serve", "--kernels", "fast", "--port", "0")
+@pytest.mark.parametrize(
+    "option, choices",
+    [("--kernels", "'auto', 'packed' or 'plain'"), ("--decoder", "'auto' or 'transformers'")],
+)
+def test_serve_with_an_unknown_kernel_layout_or_decoder_names_the_choices(option: str, choices: str):
+    result = agentlm("serve", option, "fast", "--port", "0")
     assert result.returncode == 2
-    assert "invalid settings: --kernels:" in result.stderr and "'auto', 'packed' or 'plain'" in result.stderr
+    assert f"invalid settings: {option}:" in result.stderr and choices in result.stderr
 
 
 def test_export_without_a_store_says_what_to_do(tmp_path):

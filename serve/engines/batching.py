@@ -148,8 +148,9 @@ class Prefilled:
 class PaddedBatch:
     """Rows of a left-padded KV cache, one per running sequence, stepped together."""
 
-    def __init__(self, model: Any):
+    def __init__(self, model: Any, decoder: Any = None):
         self.model = model
+        self.decoder = decoder  # steps with this (a `decode.LeanDecoder`) if given, else with the model
         self.cache: Any = None  # a DynamicCache with one row per sequence
         self.mask: torch.Tensor | None = None  # [rows, columns]: 1 = a real token, 0 = padding
         self.positions: torch.Tensor | None = None  # [rows]: the position id of each row's next token
@@ -239,7 +240,10 @@ class PaddedBatch:
         self.mask = torch.cat([self.mask, torch.ones(len(self), 1, dtype=torch.long)], 1)
         # Without padding the mask is all ones: leave it out, so attention takes its causal fast path.
         mask = None if len(self) == 1 or bool(self.mask.all()) else self.mask
-        logits = self._forward(torch.tensor(tokens)[:, None], mask, self.positions[:, None], self.cache)
+        if self.decoder is not None:
+            logits = self.decoder(torch.tensor(tokens), self.positions, mask, self.cache)
+        else:
+            logits = self._forward(torch.tensor(tokens)[:, None], mask, self.positions[:, None], self.cache)
         self.positions = self.positions + 1
         return logits
 

@@ -15,6 +15,7 @@ from agentlm.serve.engines.embedded import (
     EMBEDDED_MODEL_ID,
     EmbeddedEngine,
     IncrementalText,
+    argmax,
     default_model_id,
     embedded_cache_dir,
     resolve_checkpoint,
@@ -78,6 +79,20 @@ def test_sampling_is_greedy_at_temperature_zero_and_nucleus_keeps_the_top_token(
     assert sample(logits, 0.0, 1.0, g) == 1
     assert {sample(logits, 1.0, 0.01, g) for _ in range(20)} == {1}
     assert {sample(logits, 1.0, 1.0, g) for _ in range(200)} >= {1, 3}
+
+
+def test_blockwise_argmax_picks_what_torch_argmax_picks() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(6, 64 * 1024)
+    logits[1, 5000] = logits[1, 70] = 99.0  # a tie across blocks: the first wins
+    logits[2, 1500] = logits[2, 1030] = 99.0  # a tie within a block
+    logits[3, 40000] = float("nan")  # torch's argmax takes a nan as the maximum
+    logits[4] = float("-inf")
+    logits[5, -1] = 99.0  # the very last token
+    assert argmax(logits) == logits.argmax(-1).tolist()
+    assert argmax(logits)[1:] == [70, 1030, 40000, 0, 64 * 1024 - 1]
+    small = torch.randn(3, 1000)  # not blocks of 1,024: torch's own
+    assert argmax(small) == small.argmax(-1).tolist()
 
 
 def test_a_missing_checkpoint_directory_is_model_not_found(tmp_path: Path) -> None:
