@@ -103,6 +103,26 @@ def test_packed_layers_are_called_as_they_are() -> None:
         assert decoder.check() < 1e-5
 
 
+@pytest.mark.skipif(not packing_available(), reason="this torch build has no oneDNN")
+def test_fused_layers_are_packed_by_their_own_timing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentlm.serve.engines import decode
+    from agentlm.serve.engines.kernels import PackedLinear
+
+    def layouts(decoder: LeanDecoder) -> list[tuple[str, str]]:
+        return [(type(layer.qkv).__name__, type(layer.gate_up).__name__) for layer in decoder.layers]
+
+    # Tiny Gemma: q/k/v fuse to 64 -> 128, gate/up to 64 -> 256. Only a clear win is packed.
+    monkeypatch.setattr(decode, "packed_speedups", lambda *a, **k: {(64, 128): 1.05, (64, 256): 1.5})
+    auto = LeanDecoder.build(build_tiny_gemma(), kernels="auto")
+    assert auto is not None and layouts(auto) == [("Linear", "PackedLinear")] * 2
+    everything = LeanDecoder.build(model := build_tiny_gemma(), kernels="packed")
+    assert everything is not None and layouts(everything) == [("PackedLinear", "PackedLinear")] * 2
+    assert not any(isinstance(m, PackedLinear) for m in model.modules())  # prefill's stay plain
+    with torch.inference_mode():
+        assert everything.check() < 1e-5
+    assert layouts(LeanDecoder.build(build_tiny_gemma(), kernels="plain")) == [("Linear", "Linear")] * 2  # type: ignore[arg-type]
+
+
 def test_bfloat16_stays_within_its_precision() -> None:
     model = build_tiny_gemma().to(torch.bfloat16)
     decoder = LeanDecoder.build(model)
