@@ -135,13 +135,10 @@ def engine_load(model: str, dtype: str, kernels: str, decoder: str, streams: int
     packed = sum(isinstance(m, PackedLinear) for m in modules)
     linears = packed + sum(type(m).__name__ == "Linear" for m in modules)
     weights = f"{str(_engine.model.dtype).removeprefix('torch.')}, {packed} of {linears} linear layers packed"
-    if lean := _engine.decoder:  # its fused q/k/v and gate/up layers, packed or not
-        fused = [getattr(layer, name) for layer in lean.layers for name in ("qkv", "gate_up")]
-        weights += (
-            f", lean decode step ({sum(isinstance(m, PackedLinear) for m in fused)} fused layers packed)"
-        )
-    else:
-        weights += ", transformers' decode step"
+    lean = _engine.decoder
+    weights += (
+        f", lean decode step, {lean.packed} fused layers packed" if lean else ", transformers' decode step"
+    )
     return load, weight_bytes_per_token(_engine.model), weights
 
 
@@ -240,9 +237,13 @@ def start_ours(model: str, dtype: str, kernels: str, decoder: str, streams: int)
         "AGENTLM_KERNELS": kernels,
         "AGENTLM_DECODER": decoder,
     }
-    proc, started = start_server(
-        ["--model", model], port, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    # Its log says what it loaded: its own timing at load may pack other layers than the engine's.
+    with tempfile.TemporaryFile("w+") as log:
+        proc, started = start_server(["--model", model], port, env=env, stdout=subprocess.DEVNULL, stderr=log)
+        log.seek(0)
+        loaded = [line.strip() for line in log if " loaded " in line]
+    for line in loaded:
+        print(f"{'API server log':28s}: {line}")
     client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="EMPTY")
     model_id = next(m.id for m in client.models.list() if m.owned_by != "agentlm-agent")
     return Server(proc, started, client, model_id)

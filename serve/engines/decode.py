@@ -68,6 +68,22 @@ class _Concat(nn.Module):
         return torch.cat([m(x) for m in self.parts], -1)
 
 
+# The projections the lean step fuses: ``pack_linears`` leaves them to ``LeanDecoder.pack``.
+FUSED = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
+
+
+def unsupported(model: nn.Module) -> str | None:
+    """Why the lean step cannot decode `model`, or None if it can (its probe still decides)."""
+    config = model.config
+    if type(model).__name__ not in FAMILIES:
+        return "no lean decode step for this model family"
+    if getattr(config, "attn_logit_softcapping", None) or getattr(config, "final_logit_softcapping", None):
+        return "logit softcapping"
+    if getattr(config, "use_bidirectional_attention", False):
+        return "bidirectional attention"
+    return None
+
+
 def _fuse(modules: list[nn.Module]) -> nn.Module:
     """One module computing the modules' outputs side by side. Plain ``nn.Linear`` layers become
     one over their concatenated weights, which the modules then view (one copy in memory, read by
@@ -123,7 +139,8 @@ class LeanDecoder:
         # rotate_half(x) = roll(x, half) * sign, so x * cos + rotate_half(x) * sin needs one roll.
         self.sign = torch.cat([-torch.ones(half), torch.ones(self.head_dim - half)])
         eps = float(config.rms_norm_eps)
-        self._eps = {n: n * eps for n in (config.hidden_size, self.head_dim)}
+        # n * eps per normed width, as 0-dim tensors: adding a Python float wraps it in a new tensor each time.
+        self._eps = {n: torch.tensor(n * eps) for n in (config.hidden_size, self.head_dim)}
 
         def norm(module: nn.Module, scale: float = 1.0) -> torch.Tensor:
             weight = module.weight.detach().float() + family.norm_offset
@@ -158,27 +175,20 @@ class LeanDecoder:
         self.embed = inner.embed_tokens
         self.rotary = inner.rotary_emb
         self.head = model.lm_head
+        self.packed = 0  # fused layers packed (`pack`)
 
     @classmethod
     def build(cls, model: nn.Module, kernels: str = "plain", batch: int = 8) -> LeanDecoder | None:
         """The lean decoder for `model`, or None where its family is not one we know or its logits
         do not match transformers' on a probe (the engine then steps with transformers).
 
-        `kernels` and `batch` as for ``pack_linears``, which has packed the model's own layers
-        already; this packs the fused ones (see `pack`)."""
+        `kernels` and `batch` as for ``pack_linears``, which has packed the model's other layers
+        already (leaving ``FUSED`` plain); this packs the fused ones (see `pack`)."""
         name = type(model).__name__
-        family = FAMILIES.get(name)
-        config = model.config
-        if family is None:
-            log.info("%s: no lean decode step for this model family; decoding with transformers", name)
+        if reason := unsupported(model):
+            log.info("%s: %s; decoding with transformers", name, reason)
             return None
-        softcaps = (
-            getattr(config, "attn_logit_softcapping", None),
-            getattr(config, "final_logit_softcapping", None),
-        )
-        if any(softcaps) or getattr(config, "use_bidirectional_attention", False):
-            log.info("%s: logit softcapping or bidirectional attention; decoding with transformers", name)
-            return None
+        family = FAMILIES[name]
         try:
             with torch.no_grad():  # not inference mode: the modules' weights become views of its tensors
                 decoder = cls(model, family)
@@ -227,7 +237,8 @@ class LeanDecoder:
             ]
         for (layer, name, _), module in chosen:
             setattr(layer, name, module)
-        return len(chosen)
+        self.packed = len(chosen)
+        return self.packed
 
     def check(self) -> float:
         """The largest difference from transformers' logits, relative to their range, over two

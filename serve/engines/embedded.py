@@ -297,7 +297,7 @@ class EmbeddedEngine(Engine):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from agentlm.serve.engines.decode import LeanDecoder
+        from agentlm.serve.engines.decode import FUSED, LeanDecoder, unsupported
         from agentlm.serve.engines.kernels import own_weights, pack_linears, weights_dtype
 
         self.model_id = served_model_name or default_model_id(model)
@@ -310,8 +310,11 @@ class EmbeddedEngine(Engine):
         except OSError as e:
             raise ModelNotFoundError(f"could not load model {model!r}: {e}") from e
         own_weights(self.model)
-        packed = pack_linears(self.model, kernels, batch=max_batch_size)
-        self.decoder = LeanDecoder.build(self.model, kernels, max_batch_size) if decoder == "auto" else None
+        # The lean step fuses q/k/v and gate/up and times the fused layers itself: left plain here.
+        why_not = unsupported(self.model) if decoder == "auto" else "--decoder transformers"
+        lean = why_not is None
+        packed = pack_linears(self.model, kernels, batch=max_batch_size, leave=FUSED if lean else ())
+        self.decoder = LeanDecoder.build(self.model, kernels, max_batch_size) if lean else None
         config = self.model.config
         if not self.tokenizer.chat_template:
             name = "gemma" if str(config.model_type).startswith("gemma") else "llama-2"
@@ -323,13 +326,15 @@ class EmbeddedEngine(Engine):
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
         log.info(
-            "loaded %s (%s, %s, %d linear layers packed, kernels=%s, %s decode step) in %.1f s",
+            "loaded %s (%s, %s, %d linear layers packed, kernels=%s, %s) in %.1f s",
             self.model_id,
             checkpoint,
             self.model.dtype,
             packed,
             kernels,
-            "lean" if self.decoder else "transformers'",
+            f"lean decode step, {self.decoder.packed} fused layers packed"
+            if self.decoder
+            else f"transformers' decode step: {why_not or 'the lean step did not check out'}",
             time.perf_counter() - started,
         )
 

@@ -14,9 +14,10 @@ often faster, but not always:
 
 So ``pack_linears`` can decide per machine: with ``layout="auto"`` it times each group of
 same-shaped layers both ways, on one row and on a full batch, and packs the groups where the
-packed kernel wins (the geometric mean of the two speed ratios). That costs about a second at
-load; once loaded, each weight is held in one layout only. ``benchmarks/serving.py`` shows the
-effect on a whole decode step.
+packed kernel clearly wins (the geometric mean of the two speed ratios above ``PACK_MARGIN``).
+That costs about a second at load; a packed layer holds its weight in the packed layout only
+(the lean decode step's fused layers are the exception, ``decode.py``). ``benchmarks/serving.py``
+shows the effect on a whole decode step.
 
 Whatever it packs is checked: the logits of a short probe must match the unpacked model's, or
 every module is put back and the engine runs unpacked (a model whose code reads ``.weight`` of a
@@ -31,6 +32,7 @@ import logging
 import math
 import time
 from collections import defaultdict
+from collections.abc import Collection
 
 import torch
 from torch import nn
@@ -141,11 +143,14 @@ def packed_speedups(
     return {key: math.prod(r) ** (1 / len(r)) for key, r in ratios.items()}
 
 
-def pack_linears(model: nn.Module, layout: str = "packed", batch: int = 8) -> int:
+def pack_linears(
+    model: nn.Module, layout: str = "packed", batch: int = 8, leave: Collection[str] = ()
+) -> int:
     """Pack the model's linear layers in place; returns how many (0 if it ran unchanged).
 
     `layout`: "packed" packs them all, "plain" none, "auto" the groups of same-shaped layers that
-    `packed_speedups` finds faster packed, for one row and for `batch` rows.
+    `packed_speedups` finds faster packed, for one row and for `batch` rows. Layers named in
+    `leave` (the lean decode step's fused projections) stay as they are.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown kernel layout {layout!r}: use one of {', '.join(LAYOUTS)}")
@@ -154,7 +159,7 @@ def pack_linears(model: nn.Module, layout: str = "packed", batch: int = 8) -> in
     if not packing_available():
         log.info("oneDNN is not available in this torch build; linear layers stay unpacked")
         return 0
-    targets = _linears(model)
+    targets = [target for target in _linears(model) if target[1] not in leave]
     if not targets:
         return 0
     with torch.inference_mode():

@@ -114,7 +114,7 @@ def test_fused_layers_are_packed_by_their_own_timing(monkeypatch: pytest.MonkeyP
     # Tiny Gemma: q/k/v fuse to 64 -> 128, gate/up to 64 -> 256. Only a clear win is packed.
     monkeypatch.setattr(decode, "packed_speedups", lambda *a, **k: {(64, 128): 1.05, (64, 256): 1.5})
     auto = LeanDecoder.build(build_tiny_gemma(), kernels="auto")
-    assert auto is not None and layouts(auto) == [("Linear", "PackedLinear")] * 2
+    assert auto is not None and layouts(auto) == [("Linear", "PackedLinear")] * 2 and auto.packed == 2
     everything = LeanDecoder.build(model := build_tiny_gemma(), kernels="packed")
     assert everything is not None and layouts(everything) == [("PackedLinear", "PackedLinear")] * 2
     assert not any(isinstance(m, PackedLinear) for m in model.modules())  # prefill's stay plain
