@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from agentlm.serve.engines.kernels import PACK_MARGIN, PackedLinear, packed_speedups, packing_available
+from agentlm.serve.engines.kernels import choose_packed, packing_available
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,6 @@ class LeanDecoder:
         config = model.config
         inner = model.model
         self.model = model
-        self.family = family
         self.heads = config.num_attention_heads
         self.kv_heads = config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
@@ -210,7 +209,7 @@ class LeanDecoder:
 
     def pack(self, kernels: str, batch: int) -> int:
         """Pack the fused q/k/v and gate/up layers where `kernels` says so ("auto": where
-        ``packed_speedups`` finds their shape faster packed for 1 and `batch` rows); returns how
+        ``choose_packed`` finds their shape faster packed for 1 and `batch` rows); returns how
         many. A fused layer is a shape of its own: on a Xeon, gate and up packed as two 2048x640
         layers tie with MKL, while one 4096x640 layer packed is about 1.25x as fast (as fast for
         one row, 1.6x for eight). A packed fused layer holds its own copy of the weights, since
@@ -226,15 +225,10 @@ class LeanDecoder:
         ]
         if not fused:
             return 0
-        packed = [PackedLinear(module) for _, _, module in fused]
-        chosen = list(zip(fused, packed, strict=True))
-        if kernels == "auto":
-            speedups = packed_speedups([module for _, _, module in fused], packed, batch)
-            for (rows_in, rows_out), speedup in speedups.items():
-                log.info("fused layers %dx%d: packed %.2fx as fast as plain", rows_out, rows_in, speedup)
-            chosen = [
-                (f, p) for f, p in chosen if speedups[(f[2].in_features, f[2].out_features)] > PACK_MARGIN
-            ]
+        choice = choose_packed([module for _, _, module in fused], kernels, batch, what="fused layers")
+        chosen = [
+            (target, module) for target, module in zip(fused, choice, strict=True) if module is not None
+        ]
         for (layer, name, _), module in chosen:
             setattr(layer, name, module)
         self.packed = len(chosen)

@@ -143,6 +143,32 @@ def packed_speedups(
     return {key: math.prod(r) ** (1 / len(r)) for key, r in ratios.items()}
 
 
+def choose_packed(
+    linears: list[nn.Linear], layout: str, batch: int, what: str = "linear layers"
+) -> list[PackedLinear | None]:
+    """Each layer's packed replacement, or None where it stays plain: "packed" packs every one,
+    "auto" those whose group of same-shaped layers `packed_speedups` finds more than PACK_MARGIN
+    faster packed, for one row and for `batch` rows (each group's figure is logged as `what`)."""
+    packed: list[PackedLinear | None] = [PackedLinear(linear) for linear in linears]
+    if layout == "auto":
+        speedups = packed_speedups(linears, packed, batch)  # type: ignore[arg-type]
+        for (rows_in, rows_out), speedup in speedups.items():
+            log.info(
+                "%s %dx%d: packed %.2fx as fast as plain (1 and %d rows): %s",
+                what,
+                rows_out,
+                rows_in,
+                speedup,
+                batch,
+                "packing" if speedup > PACK_MARGIN else "leaving plain",
+            )
+        packed = [
+            module if speedups[(linear.in_features, linear.out_features)] > PACK_MARGIN else None
+            for linear, module in zip(linears, packed, strict=True)
+        ]
+    return packed
+
+
 def pack_linears(
     model: nn.Module, layout: str = "packed", batch: int = 8, leave: Collection[str] = ()
 ) -> int:
@@ -163,26 +189,13 @@ def pack_linears(
     if not targets:
         return 0
     with torch.inference_mode():
-        packed = [PackedLinear(linear) for _, _, linear in targets]
-        if layout == "auto":
-            speedups = packed_speedups([linear for _, _, linear in targets], packed, batch)
-            for (rows_in, rows_out), speedup in speedups.items():
-                log.info(
-                    "linear layers %dx%d: packed %.2fx as fast as plain (1 and %d rows): %s",
-                    rows_out,
-                    rows_in,
-                    speedup,
-                    batch,
-                    "packing" if speedup > PACK_MARGIN else "leaving plain",
-                )
-            chosen = [
-                (target, module)
-                for target, module in zip(targets, packed, strict=True)
-                if speedups[(target[2].in_features, target[2].out_features)] > PACK_MARGIN
-            ]
-            targets, packed = [t for t, _ in chosen], [m for _, m in chosen]
-            if not targets:
-                return 0
+        choice = choose_packed([linear for _, _, linear in targets], layout, batch)
+        chosen = [
+            (target, module) for target, module in zip(targets, choice, strict=True) if module is not None
+        ]
+        if not chosen:
+            return 0
+        targets, packed = [t for t, _ in chosen], [m for _, m in chosen]
         expected = _probe(model)
         for (parent, name, _), module in zip(targets, packed, strict=True):
             setattr(parent, name, module)

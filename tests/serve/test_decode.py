@@ -105,14 +105,14 @@ def test_packed_layers_are_called_as_they_are() -> None:
 
 @pytest.mark.skipif(not packing_available(), reason="this torch build has no oneDNN")
 def test_fused_layers_are_packed_by_their_own_timing(monkeypatch: pytest.MonkeyPatch) -> None:
-    from agentlm.serve.engines import decode
+    from agentlm.serve.engines import kernels
     from agentlm.serve.engines.kernels import PackedLinear
 
     def layouts(decoder: LeanDecoder) -> list[tuple[str, str]]:
         return [(type(layer.qkv).__name__, type(layer.gate_up).__name__) for layer in decoder.layers]
 
     # Tiny Gemma: q/k/v fuse to 64 -> 128, gate/up to 64 -> 256. Only a clear win is packed.
-    monkeypatch.setattr(decode, "packed_speedups", lambda *a, **k: {(64, 128): 1.05, (64, 256): 1.5})
+    monkeypatch.setattr(kernels, "packed_speedups", lambda *a, **k: {(64, 128): 1.05, (64, 256): 1.5})
     auto = LeanDecoder.build(build_tiny_gemma(), kernels="auto")
     assert auto is not None and layouts(auto) == [("Linear", "PackedLinear")] * 2 and auto.packed == 2
     everything = LeanDecoder.build(model := build_tiny_gemma(), kernels="packed")
