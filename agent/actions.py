@@ -216,3 +216,24 @@ def parse_os_reply(reply: str, repair: bool = True) -> ParsedReply:
 
 
 PARSERS = {"db": parse_db_reply, "os": parse_os_reply}
+
+
+# --- writing replies -----------------------------------------------------------------------------
+# The inverse of the parsers: the one place that writes a reply in a protocol, for training data
+# and for the earlier answers of a multi-turn conversation.
+
+
+def operation_reply(thought: str, sql: str) -> str:
+    """A database-protocol reply that runs `sql`."""
+    return f"{thought}\nAction: Operation\n```sql\n{sql}\n```".lstrip("\n")
+
+
+def answer_reply(protocol: str, answer: str, thought: str = "") -> str:
+    """A reply that commits to `answer` in `protocol` ("db", "os", or "tools": the plain text)."""
+    if protocol == "db":
+        return f"{thought}\nAction: Answer\nFinal Answer: {answer}".lstrip("\n")
+    if protocol == "os":
+        return f"Think: {thought or 'I have the answer.'}\n\nAct: answer({answer})"
+    if protocol == "tools":
+        return answer
+    raise ValueError(f"unknown protocol {protocol!r}: expected 'db', 'os' or 'tools'")

@@ -6,7 +6,8 @@ in the wrong format, a failing tool call) become observations and the loop goes 
 model endpoint ends the run with ``StopReason.ERROR``. Nothing prints here: the UI, the server
 and logging subscribe to the steps.
 
-An agent runs a ``Setup``: the protocol, the opening prompt, the task and the tools. Profiles
+An agent runs a ``Setup``: the protocol, the opening prompt, the earlier turns of the
+conversation (``history``, for a follow-up question), the task and the tools. Profiles
 (``profiles.py``) and task environments (``envs/``) both produce one. Three protocols:
 
 - ``db`` and ``os``: AgentBench's text protocols (``actions.py``), which AgentLM checkpoints speak;
@@ -14,6 +15,12 @@ An agent runs a ``Setup``: the protocol, the opening prompt, the task and the to
   without a tool call is the final answer.
 
 Tool output is data, never instructions: it reaches the model only as the observation of a step.
+
+A long conversation is cut from its start, as chat products do, rather than refused: when the
+prompt would exceed ``max_context_tokens``, or the endpoint says it no longer fits its context,
+the oldest earlier exchange (a question and its answer) is forgotten and the round tried again;
+only a run with no earlier turns left stops with ``StopReason.CONTEXT_BUDGET``. The trajectory
+keeps what the model last saw and counts what it forgot (``history_dropped``).
 """
 
 from __future__ import annotations
@@ -63,6 +70,9 @@ class Setup:
     name: str = "agent"  # the profile id or environment task id the trajectory is filed under
     metadata: dict[str, Any] = field(default_factory=dict)
     owned_tools: list[BaseTool] = field(default_factory=list)  # made for this run; closed after it
+    # The conversation's earlier turns in the protocol's form, between prompt and task
+    # (``profiles.history_messages``); empty for a conversation's first question.
+    history: list[ChatMessage] = field(default_factory=list)
 
     def close(self) -> None:
         for tool in self.owned_tools:
@@ -79,7 +89,8 @@ class AgentConfig:
     max_rounds: int | None = None  # None: the setup's (AgentBench: 15 for DB, 8 for OS)
     max_invalid: int = 3  # consecutive replies that fit no format before giving up
     max_repeats: int = 3  # the same reply this many times in a row is a repetitive failure
-    max_context_tokens: int | None = None  # stop before a round whose prompt would exceed this
+    # Forget the oldest earlier exchanges, then stop, before a round whose prompt would exceed this.
+    max_context_tokens: int | None = None
     max_seconds: float | None = None  # wall-clock budget for the whole run
     generation: GenerationParams | None = None
 
@@ -87,6 +98,26 @@ class AgentConfig:
 def estimate_tokens(messages: list[ChatMessage]) -> int:
     """A cheap upper-side estimate (about 3 characters per token) for budgeting, not billing."""
     return sum(len(m.get("content") or "") + 8 for m in messages) // 3
+
+
+def forget_oldest_exchange(traj: Trajectory) -> bool:
+    """Drop the oldest earlier exchange (a user turn and what followed it) from `traj.history`.
+
+    Returns False when there is none left to drop. The newest turns are what a follow-up question
+    refers to, so they are the last to go; the run's own steps are never dropped.
+    """
+    history = traj.history
+    if not history:
+        return False
+    end = next((i for i in range(1, len(history)) if history[i]["role"] == "user"), len(history))
+    del history[:end]
+    traj.history_dropped += 1
+    log.info(
+        "trajectory %s: the conversation outgrew the context; forgot its oldest exchange (%d so far)",
+        traj.id,
+        traj.history_dropped,
+    )
+    return True
 
 
 class Agent:
@@ -98,31 +129,49 @@ class Agent:
         self.source = source
         self.config = config or AgentConfig()
 
-    def run(self, task: str | None = None, trajectory_id: str | None = None) -> Trajectory:
-        stream = self.stream(task, trajectory_id)
+    def run(
+        self,
+        task: str | None = None,
+        trajectory_id: str | None = None,
+        *,
+        history: list[ChatMessage] | None = None,
+        previous_id: str | None = None,
+    ) -> Trajectory:
+        stream = self.stream(task, trajectory_id, history=history, previous_id=previous_id)
         while True:
             try:
                 next(stream)
             except StopIteration as done:
                 return done.value
 
-    def _setup(self, task: str | None) -> Setup:
+    def _setup(self, task: str | None, history: list[ChatMessage] | None) -> Setup:
         if isinstance(self.source, Setup):
             if task is not None and task != self.source.task:
                 raise ValueError("this agent runs a fixed setup; pass no task or the setup's own")
+            if history:
+                raise ValueError("this agent runs a fixed setup; give its history to the Setup")
             return self.source
         if task is None:
             raise ValueError("give the task to run")
-        return self.source.setup(task)
+        # Only a continued conversation needs a source that takes history (a Profile does).
+        return self.source.setup(task, history=history) if history else self.source.setup(task)
 
     def stream(
-        self, task: str | None = None, trajectory_id: str | None = None
+        self,
+        task: str | None = None,
+        trajectory_id: str | None = None,
+        *,
+        history: list[ChatMessage] | None = None,
+        previous_id: str | None = None,
     ) -> Generator[Step, None, Trajectory]:
         """Yield each step as it happens; return the finished trajectory.
 
-        `trajectory_id` lets a caller (the server) name the run before it starts.
+        `trajectory_id` lets a caller (the server) name the run before it starts. `history` is
+        the conversation before `task` as the user saw it (questions and the answers shown); the
+        source writes it in its protocol (``Profile.setup``). `previous_id` names the trajectory
+        of the previous turn, when the caller knows it.
         """
-        setup = self._setup(task)
+        setup = self._setup(task, history)
         cfg = self.config
         max_rounds = cfg.max_rounds or setup.max_rounds
         params = cfg.generation or GenerationParams()
@@ -131,7 +180,9 @@ class Agent:
             profile=setup.name,
             model=self.model.model_id,
             prompt=setup.prompt,
+            history=list(setup.history),  # a copy: forgetting old turns must not change the setup
             protocol=setup.protocol,
+            previous_id=previous_id,
         )
         if trajectory_id:
             traj.id = trajectory_id
@@ -141,20 +192,24 @@ class Agent:
         traj.tools = tool_specs or []
         started = time.perf_counter()
         invalid_in_a_row = 0
+        budget = cfg.max_context_tokens
+
+        def over_budget() -> bool:
+            return budget is not None and estimate_tokens(traj.messages()) + params.max_tokens > budget
+
         try:
             for index in range(max_rounds):
-                messages = traj.messages()
                 if cfg.max_seconds is not None and time.perf_counter() - started > cfg.max_seconds:
                     traj.stop_reason = StopReason.TIME_BUDGET
                     break
-                if cfg.max_context_tokens is not None and (
-                    estimate_tokens(messages) + params.max_tokens > cfg.max_context_tokens
-                ):
+                while over_budget() and forget_oldest_exchange(traj):
+                    pass
+                if over_budget():
                     traj.stop_reason = StopReason.CONTEXT_BUDGET
                     break
                 t0 = time.perf_counter()
                 try:
-                    completion = self.model.complete(messages, params, tools=tool_specs)
+                    completion = self._complete(traj, params, tool_specs)
                 except ContextLengthError as e:
                     traj.stop_reason, traj.error = StopReason.CONTEXT_BUDGET, str(e)
                     break
@@ -234,6 +289,22 @@ class Agent:
                 traj.writes_status = "pending"
             setup.close()
         return traj
+
+    def _complete(
+        self, traj: Trajectory, params: GenerationParams, tool_specs: list[dict[str, Any]] | None
+    ) -> Completion:
+        """The model's reply to the conversation so far.
+
+        When the endpoint says the conversation no longer fits its context (its own token count,
+        exact where the estimate is not), the oldest earlier exchange is forgotten and the model
+        asked again; once no earlier turn is left, the error stands.
+        """
+        while True:
+            try:
+                return self.model.complete(traj.messages(), params, tools=tool_specs)
+            except ContextLengthError:
+                if not forget_oldest_exchange(traj):
+                    raise
 
     def _parse(self, setup: Setup, completion: Completion) -> ParsedReply:
         if setup.protocol != "tools":

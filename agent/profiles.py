@@ -9,6 +9,11 @@ with the SQL tool only; ``protocol: tools`` uses OpenAI tool calling and may lis
 by import path (``package.module:attribute``, a ``BaseTool`` instance, class or factory).
 ``writes: scratch`` lets the SQL tool change a scratch copy of the database; those writes reach
 the real database only when a person approves them (``apply_approved_writes``).
+
+A profile answers a conversation, not only one question: ``split_conversation`` checks an
+OpenAI-style message list (user, assistant, ..., user) and splits it into the earlier turns and
+the new question, and ``history_messages`` writes the earlier turns in the profile's protocol, so
+the model sees its earlier answers as the answer replies it was trained to write.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import yaml
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel, ConfigDict, Field
 
+from agentlm.agent.actions import answer_reply
 from agentlm.agent.loop import Setup
 from agentlm.agent.tools.sql import SQLTool
 from agentlm.agent.trajectory import ChatMessage
@@ -37,6 +43,95 @@ class ProfileError(ValueError):
     """A profile that cannot be found or loaded."""
 
 
+class ConversationError(ValueError):
+    """A conversation an agent cannot continue; names the message (its index in the list given)."""
+
+    def __init__(self, message: str, index: int, field: str = "role"):
+        super().__init__(message)
+        self.index = index
+        self.field = field
+
+    @property
+    def param(self) -> str:
+        """The offending field, as the API names request fields (``messages.3.role``)."""
+        return f"messages.{self.index}.{self.field}"
+
+
+def split_conversation(messages: list[ChatMessage]) -> tuple[list[ChatMessage], str]:
+    """The earlier turns and the new question of a conversation sent to an agent.
+
+    The conversation must alternate user and assistant turns, starting and ending with the user:
+    the user's questions and the answers the agent gave (the text the user was shown). An agent
+    runs its own tools, so tool results and assistant tool calls have no place in it; two user
+    turns in a row would leave a question unanswered in the model's view. Each is a
+    ``ConversationError`` naming the first message that breaks the shape.
+
+    System (and developer) messages are ignored, not refused: an agent's instructions are its
+    profile's (the instruction it was trained on, its ``system_prompt``), a client may not
+    replace them, and many OpenAI clients send a system message of their own by default.
+    """
+    turns = [(i, m) for i, m in enumerate(messages) if m["role"] != "system"]
+    if not turns:
+        raise ConversationError(
+            "an agent needs a task: send it as the last message with role 'user'",
+            max(len(messages) - 1, 0),
+        )
+    for n, (i, m) in enumerate(turns):
+        if m["role"] == "tool" or m.get("tool_calls"):
+            raise ConversationError(
+                f"messages[{i}] is a tool {'result' if m['role'] == 'tool' else 'call'}: an agent runs its "
+                "own tools, so its conversation holds only the user's questions and its answers",
+                i,
+            )
+        expected = "user" if n % 2 == 0 else "assistant"
+        if m["role"] != expected:
+            raise ConversationError(
+                f"messages[{i}] has role {m['role']!r} where {expected!r} was expected: an agent "
+                "conversation alternates user and assistant turns, starting and ending with the user",
+                i,
+            )
+    last, message = turns[-1]
+    if message["role"] != "user":
+        raise ConversationError(
+            f"the last message must be the user's question (role 'user'); messages[{last}] has role "
+            f"{message['role']!r}",
+            last,
+        )
+    task = (message.get("content") or "").strip()
+    if not task:
+        raise ConversationError(
+            f"the last message (messages[{last}]) is empty: it must state the task", last, "content"
+        )
+    earlier = [{"role": m["role"], "content": m.get("content") or ""} for _, m in turns[:-1]]
+    return earlier, task  # type: ignore[return-value]
+
+
+def history_messages(protocol: str, messages: list[ChatMessage]) -> list[ChatMessage]:
+    """Earlier turns of a conversation as the model sees them in `protocol`.
+
+    A user turn stays as it is; an earlier answer (the text the user saw) becomes the protocol's
+    answer reply (``actions.answer_reply``: an "Action: Answer" line then "Final Answer: ..." in
+    the database protocol), which is what the model would have written to give it. The earlier run's
+    intermediate steps are left out: the answer is what the conversation settled on, and
+    replaying every query would spend the context the new question needs. System messages are
+    ignored (see ``split_conversation``).
+    """
+    out: list[ChatMessage] = []
+    for m in messages:
+        if m["role"] == "system":
+            continue
+        if m["role"] == "user":
+            out.append({"role": "user", "content": m.get("content") or ""})
+        elif m["role"] == "assistant" and not m.get("tool_calls"):
+            out.append({"role": "assistant", "content": answer_reply(protocol, m.get("content") or "")})
+        else:
+            raise ValueError(
+                "an agent conversation holds the user's questions and the agent's answers only, "
+                f"not {m['role']!r} turns or tool calls"
+            )
+    return out
+
+
 class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -47,6 +142,9 @@ class Profile(BaseModel):
     database: str  # a sample database name ("hr", "scheduling") or a path to a DuckDB file
     instruction: str  # the opening user message; {schema} is filled with the tables' DDL
     max_rounds: int = Field(default=15, ge=1, le=100)
+    # Wall-clock budget of one answer: past it the run stops and says so in a sentence, instead of a
+    # person waiting minutes for a model that cannot finish.
+    max_seconds: float | None = Field(default=120.0, gt=0)
     examples: list[str] = Field(default_factory=list)  # questions the UI suggests
     # A worked example shown after "Ok.": user question, assistant action, tool result, ... answer.
     one_shot: list[dict[Literal["role", "content"], str]] = Field(default_factory=list)
@@ -116,8 +214,12 @@ class Profile(BaseModel):
             return (web.WebFetchTool() if name == "fetch" else web.WebSearchTool()), False
         return load_tool(name), False
 
-    def setup(self, task: str) -> Setup:
-        """What the agent loop needs to run `task` with this profile; fresh per-run tools."""
+    def setup(self, task: str, history: list[ChatMessage] | None = None) -> Setup:
+        """What the agent loop needs to run `task` with this profile; fresh per-run tools.
+
+        `history` is the conversation before `task` as the user saw it (their questions, the
+        answers shown); the setup carries it in this profile's protocol (``history_messages``).
+        """
         tools: dict[str, BaseTool] = {}
         owned: list[BaseTool] = []
         for name in self.tools:
@@ -133,6 +235,7 @@ class Profile(BaseModel):
             max_rounds=self.max_rounds,
             name=self.id,
             owned_tools=owned,
+            history=history_messages(self.protocol, history or []),
         )
 
     def apply_writes(self, statements: list[str], approved_by: str) -> Any:

@@ -4,8 +4,14 @@ The agent produces it step by step, the server stores it, the UI shows it and at
 data/ turns it into training conversations. It is defined here, once; everything else imports it.
 
 A trajectory is the opening prompt (instruction, the assistant's "Ok.", a 1-shot example), the
-user's task, then a list of steps. Each step renders itself as the chat messages the model saw,
-so ``Trajectory.messages()`` is exactly the conversation to send for the next round.
+earlier turns of the user's conversation when the run continues one (``history``), the user's task,
+then a list of steps. Each step renders itself as the chat messages the model saw, so
+``Trajectory.messages()`` is exactly the conversation to send for the next round.
+
+A multi-turn conversation is one trajectory per user question. Each carries the turns before it
+as ``history``, already in the run's protocol (an earlier answer is written as the protocol's
+answer reply, ``actions.answer_reply``), so the record alone says what the model saw and
+training data can show those turns as context without learning from them.
 """
 
 from __future__ import annotations
@@ -130,6 +136,9 @@ class Trajectory:
     profile: str  # agent profile id, e.g. "hr-assistant"
     model: str  # the model id the agent talked to
     prompt: list[ChatMessage]  # the opening messages, before the task
+    # The earlier turns of the conversation this run continues (the user's questions and the
+    # answers they were shown), in the protocol's form: what the model saw between prompt and task.
+    history: list[ChatMessage] = field(default_factory=list)
     protocol: str = "db"  # "db" | "os" (AgentBench text protocols) | "tools" (OpenAI tool calling)
     tools: list[dict[str, Any]] = field(default_factory=list)  # tool-calling protocol: the specs offered
     steps: list[Step] = field(default_factory=list)
@@ -144,10 +153,15 @@ class Trajectory:
     # Writes the agent made to its scratch copy of the database, waiting for a person's approval.
     pending_writes: list[str] = field(default_factory=list)
     writes_status: Literal["pending", "applied", "discarded"] | None = None
+    # The trajectory of the conversation's previous turn, when the caller knows it.
+    previous_id: str | None = None
+    # The oldest earlier exchanges (a question and its answer each) left out of `history` because
+    # the conversation outgrew the model's context; `history` is what the model still saw.
+    history_dropped: int = 0
 
     def messages(self) -> list[ChatMessage]:
-        """The conversation as the model saw it, ending with its latest reply."""
-        out: list[ChatMessage] = [*self.prompt, {"role": "user", "content": self.task}]
+        """The conversation as the model saw it: prompt, earlier turns, task, then each step."""
+        out: list[ChatMessage] = [*self.prompt, *self.history, {"role": "user", "content": self.task}]
         for step in self.steps:
             out.extend(step.messages())
         return out
@@ -171,6 +185,7 @@ class Trajectory:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Trajectory:
+        """A trajectory from ``to_dict``; records stored before a field existed get its default."""
         d = dict(d)
         d["steps"] = [step_from_dict(s) for s in d.get("steps", [])]
         if d.get("stop_reason") is not None:

@@ -33,7 +33,7 @@ ModelOpt = Annotated[
     str,
     typer.Option(
         "--model",
-        help="'embedded' (Gemma 3 270M, bundled), a local checkpoint directory, or a Hugging Face hub id.",
+        help="'embedded' (the shipped AgentLM tune of Gemma 3 270M), 'embedded-base' (its untuned base), a local checkpoint directory, or a Hugging Face hub id.",
     ),
 ]
 
@@ -204,7 +204,11 @@ def chat(
     api_url: Annotated[str, typer.Option(help="The AgentLM API.")] = DEFAULT_API,
     api_key: Annotated[str, typer.Option(envvar="AGENTLM_API_KEY", help="Bearer key.")] = "EMPTY",
 ) -> None:
-    """Chat in the terminal with an agent (steps shown as they happen) or the raw model."""
+    """Chat in the terminal with an agent (steps shown as they happen) or the raw model.
+
+    Each question goes with the conversation so far (questions and the answers shown), so
+    follow-ups work; `/new` starts a new conversation.
+    """
     from agentlm.ui.client import AgentLMClient, APIUnavailableError
 
     client = AgentLMClient(api_url, api_key)
@@ -213,7 +217,7 @@ def chat(
     except APIUnavailableError as e:
         _fail(str(e))
     is_agent = profile in agents
-    typer.echo(f"Talking to {profile!r} at {api_url}. Empty line or Ctrl-D to quit.")
+    typer.echo(f"Talking to {profile!r} at {api_url}. /new starts over; empty line or Ctrl-D quits.")
     history: list[dict[str, str]] = []
     while True:
         try:
@@ -222,15 +226,22 @@ def chat(
             break
         if not question:
             break
+        if question == "/new":
+            history.clear()
+            typer.echo("(a new conversation)")
+            continue
         try:
             if is_agent:
-                _chat_agent_turn(client, profile, question)
+                answer, trajectory_id, pending = _chat_agent_turn(client, profile, question, history)
             else:
-                history.append({"role": "user", "content": question})
                 typer.echo("model> ", nl=False)
-                reply = "".join(_echo(delta) for delta in client.chat(profile, history))
-                history.append({"role": "assistant", "content": reply})
+                messages = [*history, {"role": "user", "content": question}]
+                answer = "".join(_echo(delta) for delta in client.chat(profile, messages))
                 typer.echo()
+            # Only an answered question joins the conversation: it stays user, assistant, ...
+            history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+            if is_agent:
+                _review_agent_turn(client, trajectory_id, pending)
         except APIUnavailableError as e:  # say what went wrong and keep the conversation going
             typer.secho(f"\nagentlm: {e}", fg=typer.colors.RED, err=True)
 
@@ -240,9 +251,13 @@ def _echo(text: str) -> str:
     return text
 
 
-def _chat_agent_turn(client, profile: str, question: str) -> None:
-    trajectory_id, pending = None, None
-    for event in client.stream_agent(profile, question):
+def _chat_agent_turn(
+    client, profile: str, question: str, history: list[dict[str, str]]
+) -> tuple[str, str | None, list[str] | None]:
+    """Run one question with the conversation before it, showing the steps; returns the answer,
+    the trajectory id and the database changes waiting for approval."""
+    answer, trajectory_id, pending = "", None, None
+    for event in client.stream_agent(profile, question, history):
         if event.step is not None:
             step = event.step
             if step.get("thought"):
@@ -256,9 +271,15 @@ def _chat_agent_turn(client, profile: str, question: str) -> None:
                 )
         if event.text:
             typer.echo(event.text, nl=False)
+            answer += event.text
         trajectory_id = event.trajectory_id or trajectory_id
         pending = event.pending_writes or pending
     typer.echo()
+    return answer, trajectory_id, pending
+
+
+def _review_agent_turn(client, trajectory_id: str | None, pending: list[str] | None) -> None:
+    """Ask the user to approve the run's database changes, if any, and to rate the answer."""
     if trajectory_id and pending:
         typer.secho("The assistant wants to change the database (nothing is saved yet):", bold=True)
         for statement in pending:
@@ -345,6 +366,16 @@ for _name, _target, _help in (
         "mix",
         "agentlm.data.mix:main",
         "Mix agent trajectories with general chat at eta (agent share of examples), with a report.",
+    ),
+    (
+        "assistant",
+        "agentlm.data.assistant:main",
+        "HR and scheduling assistant conversations over generated companies, every step run and checked.",
+    ),
+    (
+        "toolcalls",
+        "agentlm.data.toolcalls:main",
+        "Tool-calling conversations in the embedded model's format (one, two, chained or no calls).",
     ),
     (
         "dbgen",

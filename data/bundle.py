@@ -14,7 +14,7 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-from agentlm.agent.actions import FinalAnswer, ParsedReply, parse_db_reply
+from agentlm.agent.actions import FinalAnswer, ParsedReply, answer_reply, operation_reply, parse_db_reply
 from agentlm.agent.profiles import load_profile
 from agentlm.agent.tools.sql import SQLTool
 from agentlm.agent.trajectory import ToolCall
@@ -35,14 +35,6 @@ class BundleError(RuntimeError):
 def bundled_path(name: str) -> Path:
     """A file in the installed data/bundled/ folder."""
     return Path(str(resources.files("agentlm.data") / "bundled" / name))
-
-
-def operation_reply(thought: str, sql: str) -> str:
-    return f"{thought}\nAction: Operation\n```sql\n{sql}\n```"
-
-
-def answer_reply(thought: str, answer: str) -> str:
-    return f"{thought}\nAction: Answer\nFinal Answer: {answer}"
 
 
 def _check_parses(task_id: str, reply: str, expected: ParsedReply) -> None:
@@ -74,7 +66,7 @@ def build_trajectory(task: HRTask, task_id: str, prompt: list[Turn], sql_tool: S
     if task.steps[-1].expect == "error":
         raise BundleError(f"{task_id}: the last statement must succeed; the answer is worded from it")
     answer = task.fill_answer(sql_tool.run_rows(task.steps[-1].sql))
-    reply = answer_reply(task.final_thought, answer)
+    reply = answer_reply("db", answer, task.final_thought)
     _check_parses(task_id, reply, ParsedReply(task.final_thought, FinalAnswer(answer)))
     turns.append(Turn("assistant", reply, True))
     return Conversation(id=task_id, turns=turns, source=SOURCE)

@@ -45,7 +45,8 @@ def task_text(conv: Conversation) -> str:
 
 
 def eval_task_texts(path: str | Path) -> list[str]:
-    """Task texts of an evaluation file: AgentBench DB/OS tasks, or conversations (their task turn)."""
+    """Task texts of an evaluation file: AgentBench DB/OS tasks, conversations (their task turn),
+    held-out assistant questions (every turn) or tool-calling requests (every user message)."""
     path = Path(path)
     text = path.read_text(encoding="utf-8")
     records = (
@@ -59,6 +60,10 @@ def eval_task_texts(path: str | Path) -> list[str]:
             out.append(f"{r['description']}\n{r.get('add_description', '')}".strip())
         elif "conversations" in r:
             out.append(task_text(Conversation.from_record(r, str(path))))
+        elif "turns" in r:  # held-out assistant questions (benchmarks/heldout/assistant_questions.jsonl)
+            out.extend(t["question"] for t in r["turns"])
+        elif "messages" in r:  # held-out tool-calling requests: every user turn
+            out.extend(m["content"] for m in r["messages"] if m.get("role") == "user" and m.get("content"))
     return out
 
 

@@ -129,10 +129,12 @@ def write_jsonl(path: str | Path, conversations: Iterable[Conversation]) -> int:
 def conversation_from_trajectory(traj: Trajectory, use_correction: bool = True) -> Conversation:
     """A trajectory as a training conversation in AgentInstruct's shape.
 
-    The opening prompt's assistant turns ("Ok.", a 1-shot example) get ``loss: false``; the
-    model's own replies ``loss: true``. When the user gave a corrected answer, the final reply
-    states it instead of the model's answer, in the run's protocol. A system message, if the run
-    had one, is dropped: AgentInstruct records carry none, the chat template supplies it.
+    The opening prompt's assistant turns ("Ok.", a 1-shot example) and, in a multi-turn
+    conversation, the earlier answers (``traj.history``: context the model saw, learnt from in
+    their own runs' records) get ``loss: false``; the run's own replies ``loss: true``. When the
+    user gave a corrected answer, the final reply states it instead of the model's answer, in the
+    run's protocol. A system message, if the run had one, is dropped: AgentInstruct records carry
+    none, the chat template supplies it.
 
     Raises ``DataFormatError`` for tool-calling runs (``protocol: tools``), whose tool messages
     have no AgentInstruct form.
@@ -141,8 +143,8 @@ def conversation_from_trajectory(traj: Trajectory, use_correction: bool = True) 
         raise DataFormatError(
             f"trajectory {traj.id}: tool-calling runs have no AgentInstruct form; export text-protocol runs"
         )
-    prompt = [m for m in traj.prompt if m["role"] != "system"]
-    turns = [Turn(m["role"], m["content"], False if m["role"] == "assistant" else None) for m in prompt]
+    context = [m for m in (*traj.prompt, *traj.history) if m["role"] != "system"]
+    turns = [Turn(m["role"], m["content"], False if m["role"] == "assistant" else None) for m in context]
     turns.append(Turn("user", traj.task))
     for step in traj.steps:
         for m in step.messages():

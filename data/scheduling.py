@@ -63,17 +63,20 @@ CREATE MACRO busy(person_name, start_at, finish_at) AS TABLE
 """
 
 
-def build_scheduling_database(path: str | Path, seed: int = 0) -> Path:
-    """Write the sample scheduling database to `path` (replacing it atomically) and return the path."""
-    hr = company_rows(seed)
+def scheduling_rows(hr: dict[str, list[tuple]]) -> dict[str, list[tuple]]:
+    """The calendar view of a company's HR rows (``data/hr.py`` layout)."""
     team = {d[0]: d[1] for d in hr["departments"]}
-    rows = {
+    return {
         "people": [(e[0], f"{e[1]} {e[2]}", e[3], team[e[4]]) for e in hr["employees"]],
         "rooms": hr["rooms"],
         "meetings": hr["meetings"],
         "meeting_attendees": hr["meeting_attendees"],
     }
-    return write_database(path, SCHEMA, rows)
+
+
+def build_scheduling_database(path: str | Path, seed: int = 0) -> Path:
+    """Write the sample scheduling database to `path` (replacing it atomically) and return the path."""
+    return write_database(path, SCHEMA, scheduling_rows(company_rows(seed)))
 
 
 def ensure_scheduling_database(path: str | Path, seed: int = 0) -> Path:

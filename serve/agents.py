@@ -5,6 +5,10 @@ implements the agent's ``ChatModel`` by submitting each generation to the server
 waiting for it. ``run_agent`` starts a run and yields its steps on the event loop as they happen,
 then the finished trajectory, which it has already saved: a run is stored even when the client
 went away half-way (the next model call then fails and the run ends with ``StopReason.ERROR``).
+
+A follow-up question runs with the conversation before it (``history``); when the engine says a
+prompt no longer fits its context window, the model call fails with ``ContextLengthError``, on
+which the loop forgets the oldest earlier exchange and asks again (``agent/loop.py``).
 """
 
 from __future__ import annotations
@@ -15,10 +19,10 @@ import threading
 from collections.abc import AsyncIterator
 
 from agentlm.agent.loop import Agent, AgentConfig
-from agentlm.agent.models import Completion, GenerationParams, ModelEndpointError
+from agentlm.agent.models import Completion, ContextLengthError, GenerationParams, ModelEndpointError
 from agentlm.agent.profiles import Profile
 from agentlm.agent.trajectory import ChatMessage, Step, Trajectory
-from agentlm.serve.engines import Engine, EngineError, GenerationRequest
+from agentlm.serve.engines import Engine, EngineError, GenerationRequest, PromptTooLongError
 from agentlm.serve.store import TrajectoryStore
 
 log = logging.getLogger(__name__)
@@ -27,13 +31,17 @@ CLIENT_GONE = "the client went away before the run finished"
 
 
 async def complete(engine: Engine, request: GenerationRequest) -> Completion:
-    """Drain a generation into one reply."""
+    """Drain a generation into one reply (its text and, with tools, its calls)."""
     parts: list[str] = []
+    calls: list[dict[str, str]] = []
     prompt_tokens = completion_tokens = 0
     async for chunk in engine.generate(request):
         parts.append(chunk.text)
+        for call in chunk.tool_calls or []:
+            function = call["function"]
+            calls.append({"id": call["id"], "name": function["name"], "arguments": function["arguments"]})
         prompt_tokens, completion_tokens = chunk.prompt_tokens, chunk.completion_tokens
-    return Completion("".join(parts), prompt_tokens, completion_tokens)
+    return Completion("".join(parts), prompt_tokens, completion_tokens, calls)
 
 
 class EngineChatModel:
@@ -48,11 +56,6 @@ class EngineChatModel:
     def complete(
         self, messages: list[ChatMessage], params: GenerationParams, tools: list[dict] | None = None
     ) -> Completion:
-        if tools:
-            raise ModelEndpointError(
-                f"the served model {self.model_id!r} has no tool-calling support; give the profile "
-                "protocol: db, or serve a tool-calling model (vLLM with --enable-auto-tool-choice)"
-            )
         if self._cancelled.is_set():
             raise ModelEndpointError(CLIENT_GONE)
         request = GenerationRequest(
@@ -62,6 +65,7 @@ class EngineChatModel:
             top_p=params.top_p,
             stop=list(params.stop or []),
             seed=params.seed,
+            tools=tools or None,
         )
         future = asyncio.run_coroutine_threadsafe(complete(self._engine, request), self._loop)
         while True:
@@ -72,6 +76,8 @@ class EngineChatModel:
                 if self._cancelled.is_set():
                     future.cancel()
                     raise ModelEndpointError(CLIENT_GONE) from None
+            except PromptTooLongError as e:
+                raise ContextLengthError(f"model {self.model_id!r}: {e}") from e
             except EngineError as e:
                 raise ModelEndpointError(f"model {self.model_id!r} failed: {e}") from e
 
@@ -83,8 +89,13 @@ async def run_agent(
     task: str,
     params: GenerationParams,
     trajectory_id: str,
+    history: list[ChatMessage] | None = None,
 ) -> AsyncIterator[Step | Trajectory]:
-    """Run `profile`'s agent on `task`; yields each step, then the saved trajectory."""
+    """Run `profile`'s agent on `task`; yields each step, then the saved trajectory.
+
+    `history` is the conversation before `task` as the user saw it (``split_conversation``);
+    the trajectory records it in the profile's protocol.
+    """
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[Step | Trajectory | BaseException] = asyncio.Queue()
     cancelled = threading.Event()
@@ -100,9 +111,11 @@ async def run_agent(
             agent = Agent(
                 EngineChatModel(engine, loop, cancelled),
                 profile,
-                AgentConfig(max_rounds=profile.max_rounds, generation=params),
+                AgentConfig(
+                    max_rounds=profile.max_rounds, max_seconds=profile.max_seconds, generation=params
+                ),
             )
-            stream = agent.stream(task, trajectory_id)
+            stream = agent.stream(task, trajectory_id, history=history)
             while True:
                 try:
                     put(next(stream))

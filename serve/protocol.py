@@ -277,7 +277,8 @@ class ChatCompletionResponse(BaseModel):
     model: str
     choices: list[ChatCompletionResponseChoice]
     usage: UsageInfo
-    # extension, agent runs only: {"trajectory_id", "stop_reason", "steps": [step dicts]}
+    # extension, agent runs only: {"trajectory_id", "stop_reason", "steps": [step dicts]
+    # [, "history_dropped": earlier exchanges left out to fit the context]}
     agentlm: dict[str, Any] | None = None
 
 
@@ -314,7 +315,8 @@ class ChatCompletionChunk(BaseModel):
     choices: list[ChatCompletionStreamChoice]
     usage: UsageInfo | None = None
     # extension, agent runs only: {"trajectory_id", "step": step dict} per step, then
-    # {"trajectory_id", "stop_reason"[, "pending_writes"]} on the chunk that finishes the run
+    # {"trajectory_id", "stop_reason"[, "pending_writes"][, "history_dropped"]} on the chunk that
+    # finishes the run
     agentlm: dict[str, Any] | None = None
 
 

@@ -3,14 +3,17 @@
 Routes (``app.py``) stay thin; everything here works on protocol objects and raises ``APIError``
 with an OpenAI-shaped error, so it reads (and tests) without FastAPI. A chat completion whose
 ``model`` is the served model goes straight to the engine; one whose ``model`` is an agent profile
-runs that agent server-side on the last user message and reports its steps in the ``agentlm``
-extension field. A text completion (``/v1/completions``) hands the engine the raw prompt
+runs that agent server-side on the whole conversation (the last user message is the task, the
+turns before it the run's history) and reports its steps in the ``agentlm`` extension field. A
+text completion (``/v1/completions``) hands the engine the raw prompt
 (``GenerationRequest.prompt``): no chat template, and only on the served model. Engine errors map
-to statuses here: prompt too long or feature unsupported 400, queue full 429, any other 500.
+to statuses here: prompt too long, feature unsupported or a tool schema the engine cannot
+constrain 400, queue full 429, any other 500.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -19,7 +22,7 @@ from dataclasses import asdict
 from typing import Any, Literal
 
 from agentlm.agent.models import GenerationParams
-from agentlm.agent.profiles import Profile
+from agentlm.agent.profiles import ConversationError, Profile, split_conversation
 from agentlm.agent.trajectory import Feedback, Step, StopReason, Trajectory, new_trajectory_id
 from agentlm.serve.agents import run_agent
 from agentlm.serve.engines import (
@@ -28,12 +31,14 @@ from agentlm.serve.engines import (
     EngineOverloadedError,
     GenerationChunk,
     GenerationRequest,
+    InvalidToolSchemaError,
     PromptTooLongError,
     UnsupportedFeatureError,
 )
 from agentlm.serve.metrics import Metrics
 from agentlm.serve.protocol import (
     AgentInfo,
+    ChatCompletionAssistantMessageParam,
     ChatCompletionChunk,
     ChatCompletionMessageToolCall,
     ChatCompletionNamedToolChoiceParam,
@@ -41,6 +46,7 @@ from agentlm.serve.protocol import (
     ChatCompletionResponse,
     ChatCompletionResponseChoice,
     ChatCompletionStreamChoice,
+    ChatCompletionToolMessageParam,
     ChatMessage,
     CompletionChoice,
     CompletionRequest,
@@ -67,10 +73,12 @@ AGENT_OWNER = "agentlm-agent"  # ModelCard.owned_by of agent profiles
 RETRY_AFTER_SECONDS = 1  # the Retry-After of a 429: a queue slot frees when any reply finishes
 
 # What the user reads when an agent run ends without an answer.
-_NO_ANSWER = {
-    StopReason.MAX_ROUNDS: "I could not finish within the allowed number of steps.",
-    StopReason.INVALID_FORMAT: "The run stopped: the model's replies did not follow the action format.",
-    StopReason.REPEATED_OUTPUT: "The run stopped: the model kept repeating the same reply.",
+_NO_ANSWER = {  # what the person reads when the agent gave no answer: what happened, what to do
+    StopReason.MAX_ROUNDS: "I could not find the answer within my step budget. Try asking more specifically.",
+    StopReason.TIME_BUDGET: "I ran out of time before finding the answer. Try a simpler or more specific question.",
+    StopReason.INVALID_FORMAT: "I could not work this out: my steps kept going wrong. Please rephrase the question.",
+    StopReason.REPEATED_OUTPUT: "I got stuck repeating the same step and stopped. Please rephrase the question.",
+    StopReason.CONTEXT_BUDGET: "This conversation is too long for me to continue. Please start a new conversation.",
 }
 
 
@@ -188,6 +196,8 @@ class Serving:
             ) from e
         except UnsupportedFeatureError as e:
             raise APIError(400, str(e), code="unsupported_feature") from e
+        except InvalidToolSchemaError as e:
+            raise APIError(400, str(e), param="tools", code="invalid_tool_schema") from e
         except EngineError as e:
             raise APIError(500, f"the model failed: {e}", type="server_error") from e
         self.metrics.time_to_first_token.labels(model).observe(time.perf_counter() - started)
@@ -227,9 +237,15 @@ class Serving:
         self, request: ChatCompletionRequest
     ) -> ChatCompletionResponse | AsyncIterator[str]:
         request_id = random_id("chatcmpl")
+        _check_tool_messages(request)
         tools, tool_choice = request.engine_tools()
         generation = self._generation(
-            request, request_id, messages=request.chat_messages(), tools=tools, tool_choice=tool_choice
+            request,
+            request_id,
+            messages=request.chat_messages(),
+            tools=tools,
+            tool_choice=tool_choice,
+            parallel_tool_calls=request.parallel_tool_calls,
         )
         chunks = await self._start(generation, request.model, "messages")
         if request.stream:
@@ -347,12 +363,12 @@ class Serving:
     async def _chat_agent(
         self, request: ChatCompletionRequest, profile: Profile
     ) -> ChatCompletionResponse | AsyncIterator[str]:
-        messages = request.chat_messages()
-        task = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "").strip()
-        if not task:
-            raise APIError(
-                400, "an agent needs a task: send it as the last message with role 'user'", param="messages"
-            )
+        # The whole conversation: the last user message is the task, the turns before it the
+        # history the model sees first (system messages are ignored: the profile owns them).
+        try:
+            history, task = split_conversation(request.chat_messages())
+        except ConversationError as e:
+            raise APIError(400, str(e), param=e.param) from e
         params = GenerationParams(
             temperature=0.0 if request.temperature is None else request.temperature,
             top_p=1.0 if request.top_p is None else request.top_p,
@@ -363,7 +379,8 @@ class Serving:
             params.max_tokens = request.max_new_tokens()  # type: ignore[assignment]
         trajectory_id = new_trajectory_id()
         events = self._observed(
-            profile.id, run_agent(profile, self.engine, self.store, task, params, trajectory_id)
+            profile.id,
+            run_agent(profile, self.engine, self.store, task, params, trajectory_id, history=history),
         )
         if request.stream:
             return self._stream_agent(request, trajectory_id, events)
@@ -379,6 +396,8 @@ class Serving:
                 "trajectory_id": traj.id,
                 "stop_reason": str(traj.stop_reason),
                 "steps": [asdict(s) for s in traj.steps],
+                **_dropped(traj),
+                **({"pending_writes": traj.pending_writes} if traj.pending_writes else {}),
             },
         )
 
@@ -419,7 +438,7 @@ class Serving:
                 else:
                     yield sse(chunk(DeltaMessage(), ext={"step": asdict(event)}))
             yield sse(chunk(DeltaMessage(content=agent_reply(traj))))
-            final = {"stop_reason": str(traj.stop_reason)}
+            final = {"stop_reason": str(traj.stop_reason), **_dropped(traj)}
             if traj.pending_writes:
                 final["pending_writes"] = traj.pending_writes
             yield sse(chunk(DeltaMessage(), "stop", ext=final))
@@ -495,6 +514,11 @@ class Serving:
         )
 
 
+def _dropped(traj: Trajectory) -> dict[str, int]:
+    """``history_dropped`` for the reply's extension, when the run forgot earlier exchanges."""
+    return {"history_dropped": traj.history_dropped} if traj.history_dropped else {}
+
+
 def _check_tool_choice(request: ChatCompletionRequest) -> None:
     # As OpenAI: a tool_choice without tools, or naming a tool not given, is the client's mistake.
     choice = request.tool_choice
@@ -509,6 +533,34 @@ def _check_tool_choice(request: ChatCompletionRequest) -> None:
             f"tool_choice names {choice.function.name!r}, which is not among the tools ({', '.join(sorted(names))})",
             param="tool_choice",
         )
+
+
+def _check_tool_messages(request: ChatCompletionRequest) -> None:
+    """As OpenAI: each tool message answers a call an earlier assistant message made, and each
+    call's arguments are a JSON object (the model's own calls are, and templates render them so)."""
+    calls: set[str] = set()
+    for i, m in enumerate(request.messages):
+        if isinstance(m, ChatCompletionAssistantMessageParam):
+            for j, call in enumerate(m.tool_calls or []):
+                try:
+                    arguments = json.loads(call.function.arguments or "{}")
+                except ValueError:
+                    arguments = None
+                if not isinstance(arguments, dict):
+                    raise APIError(
+                        400,
+                        f"messages[{i}].tool_calls[{j}].function.arguments must be a JSON object, "
+                        f"not {call.function.arguments!r}",
+                        param=f"messages.{i}.tool_calls.{j}.function.arguments",
+                    )
+                calls.add(call.id)
+        elif isinstance(m, ChatCompletionToolMessageParam) and m.tool_call_id not in calls:
+            raise APIError(
+                400,
+                f"messages[{i}] (role 'tool') answers tool_call_id {m.tool_call_id!r}, which no "
+                "earlier assistant message's tool_calls has",
+                param=f"messages.{i}.tool_call_id",
+            )
 
 
 def _delta_tool_call(index: int, call: dict[str, Any]) -> DeltaToolCall:

@@ -126,3 +126,32 @@ def test_data_subcommands_forward_to_their_modules(tmp_path):
                     "--out", str(tmp_path / "mix.jsonl"))  # fmt: skip
     assert mixed.returncode == 0, mixed.stderr
     assert "5 examples, agent share 0.200 (1 agent, 4 general of 30 available)" in mixed.stdout
+
+
+def test_chat_with_an_agent_keeps_the_conversation_until_new(tmp_path):
+    from scripted import hr_opening, scripted_server
+    from typer.testing import CliRunner
+
+    from agentlm.cli import app
+
+    def answer(text: str) -> str:
+        return f"I have it.\nAction: Answer\nFinal Answer: {text}"
+
+    q1, q2, q3 = "How many vacation days does Dana Kim have left?", "And her manager?", "Who works in Sales?"
+    with scripted_server(tmp_path / "store.sqlite3") as (v1, engine):
+        engine.script(answer("18 days."), answer("Zoe Kowalski."), answer("Ten people."))
+        # Each answer is followed by the feedback question (Enter skips); an empty question quits.
+        typed = f"{q1}\n\n{q2}\n\n/new\n{q3}\n\n\n"
+        result = CliRunner().invoke(app, ["chat", "--profile", "hr-assistant", "--api-url", v1], input=typed)
+        assert result.exit_code == 0, result.output
+        assert "18 days." in result.output and "Zoe Kowalski." in result.output
+        opening = hr_opening()
+        first, second, third = engine.prompts()
+    assert first == [*opening, {"role": "user", "content": q1}]
+    assert second == [
+        *opening,
+        {"role": "user", "content": q1},
+        {"role": "assistant", "content": "Action: Answer\nFinal Answer: 18 days."},
+        {"role": "user", "content": q2},
+    ]
+    assert third == [*opening, {"role": "user", "content": q3}]  # /new forgot the first two

@@ -88,9 +88,9 @@ def agent_success(
 def _load(checkpoint: str) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from agentlm.serve.engines.embedded import ensure_embedded_checkpoint
+    from agentlm.serve.engines.embedded import resolve_checkpoint
 
-    path = str(ensure_embedded_checkpoint()) if checkpoint == "embedded" else checkpoint
+    path = resolve_checkpoint(checkpoint)
     return AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
 
 

@@ -70,7 +70,7 @@ evaluate() {  # NAME TASK_FILES... : one row per model
     have "$work/eval-$name.json" && return
     local tasks=()
     for t in "$@"; do tasks+=(--tasks "$t"); done
-    "$PY" -m agentlm.train.eval --model "$([ "$name" = base ] && echo embedded || echo "$work/$name")" \
+    "$PY" -m agentlm.train.eval --model "$([ "$name" = base ] && echo embedded-base || echo "$work/$name")" \
         "${tasks[@]}" "${EVAL[@]}" --json "$work/eval-$name.json"
 }
 evaluate base "$work/heldout.jsonl" "$work/heldin.jsonl"

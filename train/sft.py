@@ -49,12 +49,18 @@ class SFTConfig:
     # Lay conversations end to end in rows of max_seq_len tokens (exact boundaries: restarted
     # positions, block-diagonal attention) instead of padding each; batch_size then counts rows.
     pack: bool = False
+    # Group conversations that open with the same untrained tokens (an agent profile's instruction,
+    # schema and 1-shot) and run each group's opening once per micro batch (train/prefix.py).
+    # Conversations that share no opening are padded (or packed, with `pack`) as usual.
+    share_prefixes: bool = False
     # LoRA (peft): rank 0 trains every weight; > 0 trains low-rank adapters on `lora_targets`,
     # merged into the weights on save, so the checkpoint is a plain one either way.
     lora_rank: int = 0
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    # Also write the adapter alone (PEFT format) to <output_dir>/adapter: a small delta to ship.
+    save_adapter: bool = False
     # Freeze the input embedding (and the output layer when tied to it, as in Gemma): for a small
     # model with a large vocabulary most weights are there, and adapting the transformer body is
     # enough to learn a format. Saves their gradients and optimizer state.
@@ -105,6 +111,8 @@ class SFTConfig:
             raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.max_steps <= 0 and self.epochs <= 0:
             raise ConfigError("set max_steps or epochs to a positive number")
+        if self.save_adapter and not self.lora_rank:
+            raise ConfigError("save_adapter needs lora_rank > 0: full fine-tuning has no adapter to save")
 
 
 def load_config(path: str | None, overrides: dict[str, Any]) -> SFTConfig:
@@ -227,7 +235,7 @@ class SFTRecipe:
 
     def _units_per_epoch(self) -> int:
         """What batch_size counts in one epoch on all ranks: conversations, or packed rows."""
-        if not self.cfg.pack:
+        if not self.cfg.pack or self.cfg.share_prefixes:
             return len(self.examples)
         from agentlm.train.packing import packed_rows_stream
 
@@ -261,6 +269,9 @@ class SFTRecipe:
         cfg = self.cfg
         rng = random.Random(cfg.seed)
         pad = self.tokenizer.pad_token_id
+        if cfg.share_prefixes:
+            yield from self._prefix_batches(rng, pad)  # endless
+            return
         while True:
             order = list(range(len(self.examples)))
             rng.shuffle(order)
@@ -276,6 +287,39 @@ class SFTRecipe:
                     yield packed_batch(batch, pad, cfg.max_seq_len).to(self.device)
                 else:
                     yield padded_batch(batch, pad).to(self.device)
+
+    def _prefix_batches(self, rng: random.Random, pad: int):
+        """Endless shuffled micro batches: batch_size conversations of one shared-prefix group each,
+        the conversations that share no opening padded batch_size at a time."""
+        import torch
+
+        from agentlm.train.packing import padded_batch
+        from agentlm.train.prefix import PrefixedBatch, group_by_prefix, suffix_batch
+
+        cfg = self.cfg
+        groups, rest = group_by_prefix(self.examples)
+        log.info(
+            "shared prefixes: %d groups (%s tokens) hold %d of %d conversations",
+            len(groups), ", ".join(str(len(g.prefix)) for g in groups),
+            sum(len(g.members) for g in groups), len(self.examples),
+        )  # fmt: skip
+        while True:
+            items = []
+            for g in groups:
+                mine = g.members[self.rank :: self.world_size]
+                rng.shuffle(mine)
+                prefix = torch.tensor([g.prefix])
+                for i in range(0, len(mine), cfg.batch_size):
+                    chunk = [self.examples[j] for j in mine[i : i + cfg.batch_size]]
+                    items.append(lambda p=prefix, c=chunk: PrefixedBatch(p, suffix_batch(c, p.shape[1], pad)))
+            mine = rest[self.rank :: self.world_size]
+            rng.shuffle(mine)
+            for i in range(0, len(mine), cfg.batch_size):
+                chunk = [self.examples[j] for j in mine[i : i + cfg.batch_size]]
+                items.append(lambda c=chunk: padded_batch(c, pad))
+            rng.shuffle(items)
+            for make in items:
+                yield make().to(self.device)
 
     # ---- train -----------------------------------------------------------------------------
 
@@ -377,6 +421,8 @@ class SFTRecipe:
             if state_dict is not None:
                 model.load_state_dict(state_dict, assign=True)
                 state_dict = None
+            if self.cfg.save_adapter:
+                model.save_pretrained(out / "adapter", safe_serialization=True)
             model = model.merge_and_unload()
         model.config.use_cache = True
         stop_ids = [self.tokenizer.convert_tokens_to_ids(s) for s in self.template.stop]
@@ -451,20 +497,36 @@ def _attention(choice: str) -> str:
 def causal_lm_loss(model, batch, n_tokens):
     """The batch's summed next-token cross-entropy over its trained tokens, divided by ``n_tokens``.
 
-    The same loss as HF's ``labels=``/``num_items_in_batch=`` path, but logits are computed only
-    at positions whose next token is trained (``logits_to_keep``), so the vocabulary-sized output
-    layer never runs on prompts, observations and user turns: for Gemma 3 270M that layer is 60 %
-    of the forward pass per token, and in an agent trajectory most tokens are not trained.
+    The same loss as HF's ``labels=``/``num_items_in_batch=`` path, but the vocabulary-sized output
+    layer runs only on the hidden states whose next token is trained, row by row: it never runs on
+    prompts, observations and user turns (for Gemma 3 270M that layer is 60 % of the forward pass
+    per token, and in an agent trajectory most tokens are not trained), and the logits held for the
+    backward pass are (trained tokens, vocabulary), not (rows, longest span, vocabulary).
     """
     import torch.nn.functional as F
 
+    from agentlm.train.prefix import PrefixedBatch, prefixed_hidden
+
+    decoder, head, softcap = _decoder_and_head(model)
+    if isinstance(batch, PrefixedBatch):
+        hidden = prefixed_hidden(decoder, batch)
+    else:
+        hidden = decoder(**batch.model_inputs()).last_hidden_state  # (rows, width, dim)
     targets = batch.labels[:, 1:]
-    keep = (targets != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)  # trained in any row
-    logits = model(**batch.model_inputs(), logits_to_keep=keep).logits
-    loss = F.cross_entropy(
-        logits.float().flatten(0, 1), targets[:, keep].flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-    )
-    return loss / n_tokens
+    trained = targets != IGNORE_INDEX
+    logits = head(hidden[:, :-1][trained]).float()  # (trained tokens, vocabulary)
+    if softcap is not None:
+        logits = (logits / softcap).tanh() * softcap
+    return F.cross_entropy(logits, targets[trained], reduction="sum") / n_tokens
+
+
+def _decoder_and_head(model):
+    """The transformer body, the output layer and the logit softcap of a causal LM, seen through
+    DeepSpeed's engine and a PEFT wrapper (calling the parts keeps their hooks: ZeRO-3 gathers per module)."""
+    lm = getattr(model, "module", model)
+    if hasattr(lm, "get_base_model"):
+        lm = lm.get_base_model()
+    return lm.model, lm.lm_head, getattr(lm.config, "final_logit_softcapping", None)
 
 
 def _cosine_with_warmup(warmup: int, total: int):

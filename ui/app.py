@@ -1,7 +1,9 @@
 """The AgentLM assistant: ask an agent, watch its steps as they happen, rate the answer.
 
 It talks to the AgentLM API only (AGENTLM_API_URL, AGENTLM_API_KEY), so it works against any
-deployment. Run it with `agentlm ui`, or `streamlit run ui/app.py`.
+deployment. Run it with `agentlm ui`, or `streamlit run ui/app.py`. Each question is sent with
+the conversation before it (the questions and the answers shown), so follow-ups work; "New
+conversation" starts over.
 """
 
 from __future__ import annotations
@@ -91,11 +93,18 @@ def feedback_form(message: dict[str, Any], index: int, client: AgentLMClient) ->
             st.rerun()
 
 
-def run_agent(client: AgentLMClient, profile: str, question: str) -> dict[str, Any]:
+def conversation(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The chat as the API takes it: each turn's role and the text shown (steps stay in the UI)."""
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def run_agent(
+    client: AgentLMClient, profile: str, question: str, history: list[dict[str, str]]
+) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
     answer, trajectory_id, stop_reason, pending = "", None, None, None
     with st.status("Working…", expanded=True) as status:
-        for event in client.stream_agent(profile, question):
+        for event in client.stream_agent(profile, question, history):
             if event.step is not None:
                 steps.append(event.step)
                 st.markdown(f"**Step {len(steps)}**")
@@ -165,10 +174,9 @@ def main() -> None:
     with st.chat_message("assistant"):
         try:
             if choice.is_agent:
-                reply = run_agent(client, choice.id, question)
+                reply = run_agent(client, choice.id, question, conversation(messages[:-1]))
             else:
-                history = [{"role": m["role"], "content": m["content"]} for m in messages]
-                text = st.write_stream(client.chat(choice.id, history))
+                text = st.write_stream(client.chat(choice.id, conversation(messages)))
                 reply = {"role": "assistant", "content": text}
         except APIUnavailableError as e:
             st.error(str(e))

@@ -2,7 +2,8 @@
 
 It speaks the OpenAI API with the official `openai` client and reads AgentLM's streaming
 extension: agent runs stream each step as a chunk whose ``agentlm`` field carries the step record
-(see agent/trajectory.py), then the answer as ordinary content.
+(see agent/trajectory.py), then the answer as ordinary content. An agent request carries the
+whole conversation (earlier questions and the answers shown), so follow-up questions work.
 """
 
 from __future__ import annotations
@@ -59,12 +60,18 @@ class AgentLMClient:
         except (openai.APIConnectionError, openai.APIStatusError) as e:
             raise self._unavailable(e) from e
 
-    def stream_agent(self, profile: str, question: str) -> Iterator[AgentEvent]:
-        """Run an agent profile on a question; yields steps as they happen, then the answer."""
+    def stream_agent(
+        self, profile: str, question: str, history: list[dict[str, str]] | None = None
+    ) -> Iterator[AgentEvent]:
+        """Run an agent profile on a question; yields steps as they happen, then the answer.
+
+        `history` is the conversation so far, alternating the user's questions and the answers
+        they were shown (``{"role": "user" | "assistant", "content": ...}``); the server shows
+        it to the model so that "and who is that person's manager?" means something.
+        """
+        messages = [*(history or []), {"role": "user", "content": question}]
         try:
-            stream = self._openai.chat.completions.create(
-                model=profile, messages=[{"role": "user", "content": question}], stream=True
-            )
+            stream = self._openai.chat.completions.create(model=profile, messages=messages, stream=True)
             for chunk in stream:
                 ext = (chunk.model_extra or {}).get("agentlm") or {}
                 text = chunk.choices[0].delta.content or "" if chunk.choices else ""

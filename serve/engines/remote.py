@@ -21,6 +21,7 @@ from agentlm.serve.engines.base import (
     GenerationRequest,
     ModelNotFoundError,
     PromptTooLongError,
+    is_embedded,
 )
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ class RemoteEngine(Engine):
             raise ModelNotFoundError(
                 "the remote engine needs remote_url: the OpenAI-compatible URL to forward to"
             )
-        model = None if settings.model == "embedded" else settings.model
+        model = None if is_embedded(settings.model) else settings.model
         return cls(settings.remote_url, model, settings.remote_api_key, settings.served_model_name)
 
     def _first_remote_model(self, api_key: str, timeout: float) -> str:
@@ -91,6 +92,8 @@ class RemoteEngine(Engine):
                 tools = {"tools": request.tools} if request.tools else {}
                 if request.tools and request.tool_choice is not None:
                     tools["tool_choice"] = request.tool_choice
+                if request.tools and request.parallel_tool_calls is not None:
+                    tools["parallel_tool_calls"] = request.parallel_tool_calls
                 stream = await self._client().chat.completions.create(
                     messages=request.messages,  # type: ignore[arg-type]
                     **common,

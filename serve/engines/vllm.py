@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from agentlm.paths import home
 from agentlm.processes import ServerStartError, free_port, wait_healthy
-from agentlm.serve.engines.base import EngineError, ModelNotFoundError
+from agentlm.serve.engines.base import EngineError, ModelNotFoundError, is_embedded
 from agentlm.serve.engines.remote import RemoteEngine
 
 if TYPE_CHECKING:
@@ -145,7 +145,7 @@ class VLLMEngine(RemoteEngine):
     """A `vllm serve` child process, reached like a remote OpenAI-compatible endpoint."""
 
     def __init__(self, settings: ServeSettings):
-        if settings.model == "embedded":
+        if is_embedded(settings.model):
             raise ModelNotFoundError(
                 "the vLLM engine serves a checkpoint: pass --model with a checkpoint directory or a "
                 "Hugging Face hub id (the embedded GGUF model runs on --engine embedded)"

@@ -2,29 +2,15 @@
 
 import duckdb
 import pytest
+from scripted import ScriptedModel
 
 from agentlm.agent.loop import Agent, AgentConfig, Setup
-from agentlm.agent.models import Completion, ModelEndpointError
+from agentlm.agent.models import ModelEndpointError
 from agentlm.agent.profiles import load_profile
 from agentlm.agent.trajectory import ActionStep, FinalAnswerStep, StopReason, ToolCall, Trajectory
 from agentlm.data.hr import build_hr_database
 
 SQL = "SELECT count(*) FROM employees WHERE department_id = 5;"
-
-
-class ScriptedModel:
-    model_id = "scripted"
-
-    def __init__(self, replies):
-        self.replies = list(replies)
-        self.seen = []
-
-    def complete(self, messages, params, tools=None):
-        self.seen.append(list(messages))
-        reply = self.replies.pop(0)
-        if isinstance(reply, Exception):
-            raise reply
-        return Completion(reply, prompt_tokens=10, completion_tokens=5)
 
 
 @pytest.fixture(scope="module")

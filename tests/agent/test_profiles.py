@@ -95,20 +95,29 @@ def test_one_shot_observations_are_what_the_sample_database_returns(name, tmp_pa
         profile.sql_tool.close()
 
 
-def test_the_scheduling_profile_writes_to_scratch_copies_per_run(tmp_path, db):
-    profile = load_profile("scheduling-assistant").with_database(
-        build_scheduling_database(tmp_path / "s.duckdb")
-    )
+def test_the_assistants_write_to_scratch_copies_per_run(tmp_path, db):
+    """Bookings (scheduling) and leave requests (HR) wait for approval on a copy of their own run."""
+    for profile in (
+        load_profile("scheduling-assistant").with_database(build_scheduling_database(tmp_path / "s.duckdb")),
+        load_profile("hr-assistant").with_database(db),
+    ):
+        try:
+            first, second = profile.setup("a"), profile.setup("b")
+            assert first.tools["sql"] is not second.tools["sql"]  # runs never share pending writes
+            assert first.owned_tools == [first.tools["sql"]] and first.tools["sql"].writes == "scratch"
+            first.close()
+            second.close()
+        finally:
+            profile.sql_tool.close()
+
+
+def test_a_profile_that_cannot_write_shares_one_read_only_tool(tmp_path, db):
+    path = tmp_path / "ro.yaml"
+    path.write_text(f"id: ro\ntitle: RO\ndescription: d\ndatabase: {db}\ninstruction: 'Tables: {{schema}}'\n")
+    profile = load_profile(str(path))
     try:
-        first, second = profile.setup("a"), profile.setup("b")
-        assert first.tools["sql"] is not second.tools["sql"]  # runs never share pending writes
-        assert first.owned_tools == [first.tools["sql"]] and first.tools["sql"].writes == "scratch"
-        first.close()
-        second.close()
-        hr = load_profile("hr-assistant").with_database(db)
-        setup = hr.setup("c")
-        assert setup.tools["sql"] is hr.sql_tool and setup.owned_tools == []  # read-only, shared
-        hr.sql_tool.close()
+        setup = profile.setup("c")
+        assert setup.tools["sql"] is profile.sql_tool and setup.owned_tools == []  # read-only, shared
     finally:
         profile.sql_tool.close()
 

@@ -67,3 +67,28 @@ def test_feedback_decides_success_over_reward():
 def test_unknown_step_kind_is_rejected():
     with pytest.raises(ValueError, match="unknown step kind"):
         step_from_dict({"kind": "dance"})
+
+
+HISTORY = [
+    {"role": "user", "content": "How many rooms?"},
+    {"role": "assistant", "content": "Action: Answer\nFinal Answer: 10"},
+]
+
+
+def test_a_follow_up_renders_prompt_then_history_then_task_then_steps():
+    traj = sample()
+    traj.task, traj.history, traj.previous_id = "And how many are free?", list(HISTORY), "traj-before"
+    messages = traj.messages()
+    assert messages[:5] == [*traj.prompt, *HISTORY, {"role": "user", "content": "And how many are free?"}]
+    assert messages[5:] == [m for s in traj.steps for m in s.messages()]
+    again = Trajectory.from_json(traj.to_json())
+    assert again == traj and again.history == HISTORY and again.previous_id == "traj-before"
+
+
+def test_records_stored_before_conversations_still_load():
+    old = sample().to_dict()
+    for name in ("history", "previous_id", "history_dropped"):
+        del old[name]
+    traj = Trajectory.from_dict(old)
+    assert traj.history == [] and traj.previous_id is None and traj.history_dropped == 0
+    assert traj.messages() == sample().messages()

@@ -81,3 +81,31 @@ def test_trajectories_collected_from_the_eval_set_are_all_caught(tmp_path):
         ]
     )
     assert [c.id for c in read_jsonl(tmp_path / "clean.jsonl")] == ["g"]
+
+
+def test_the_held_out_assistant_and_tool_call_sets_are_read_turn_by_turn(tmp_path):
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(
+        json.dumps(
+            {
+                "id": "a",
+                "turns": [{"question": "Who is Yara's manager?"}, {"question": "And when did they join?"}],
+            }
+        )
+        + "\n"
+    )
+    calls = tmp_path / "t.jsonl"
+    calls.write_text(
+        json.dumps(
+            {
+                "id": "b",
+                "messages": [
+                    {"role": "system", "content": "s"},
+                    {"role": "user", "content": "Weather in Oslo?"},
+                ],
+            }
+        )
+        + "\n"
+    )
+    assert eval_task_texts(questions) == ["Who is Yara's manager?", "And when did they join?"]
+    assert eval_task_texts(calls) == ["Weather in Oslo?"]

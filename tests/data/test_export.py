@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from agentlm.agent.trajectory import Feedback, FinalAnswerStep, StopReason, Trajectory
+from tiny import build_tokenizer
+
+from agentlm.agent.trajectory import ActionStep, Feedback, FinalAnswerStep, StopReason, ToolCall, Trajectory
 from agentlm.data.export import ExportReport, export_trajectories
 from agentlm.data.formats import read_jsonl
+from agentlm.data.masks import IGNORE_INDEX, tokenize_conversation
+from agentlm.data.templates import get_template
 from agentlm.serve.store import TrajectoryStore
 
 
@@ -68,3 +72,48 @@ def test_all_runs_and_no_corrections_when_asked(tmp_path: Path) -> None:
     assert report == ExportReport(examined=5, written=5, skipped=0)
     corrected = next(c for c in read_jsonl(out) if c.id == ids["corrected"])
     assert corrected.turns[-1].content.endswith("Final Answer: 1")
+
+
+def follow_up() -> Trajectory:
+    """The second turn of a conversation: its history is context, its own steps are the lesson."""
+    traj = make_trajectory(created_at=6)
+    traj.history = [
+        {"role": "user", "content": "How many people work in People?"},
+        {"role": "assistant", "content": "Action: Answer\nFinal Answer: 12 people."},
+    ]
+    traj.task = "And in Sales?"
+    traj.steps = [
+        ActionStep(0, "Count.\nAction: Operation\n```sql\nSELECT 10;\n```", "Count.", ToolCall("sql", "SELECT 10;"), "[(10,)]"),
+        FinalAnswerStep(1, "Action: Answer\nFinal Answer: 10 people.", "", "10 people."),
+    ]  # fmt: skip
+    traj.final_answer = "10 people."
+    return traj
+
+
+def test_a_follow_up_exports_its_history_as_context_not_trained_on(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    traj = follow_up()
+    with TrajectoryStore(path) as store:
+        store.save(traj)
+        store.set_feedback(traj.id, Feedback(1))
+    out = tmp_path / "export.jsonl"
+    assert export_trajectories(path, out).written == 1
+    (conv,) = read_jsonl(out)
+    assert [(t.role, t.content, t.loss) for t in conv.turns] == [
+        ("user", "You operate a database.", None),
+        ("assistant", "Ok.", False),
+        ("user", "How many people work in People?", None),
+        ("assistant", "Action: Answer\nFinal Answer: 12 people.", False),  # the earlier answer
+        ("user", "And in Sales?", None),
+        ("assistant", traj.steps[0].model_output, True),
+        ("user", "[(10,)]", None),
+        ("assistant", "Action: Answer\nFinal Answer: 10 people.", True),
+    ]
+    # Rendered and masked as training does: only this run's own replies carry labels.
+    tokenizer = build_tokenizer([t.content for t in conv.turns] * 20)
+    example = tokenize_conversation(tokenizer, get_template("llama-2"), conv)
+    learnt = tokenizer.decode(
+        [t for t, label in zip(example.input_ids, example.labels, strict=True) if label != IGNORE_INDEX]
+    )
+    assert "10 people." in learnt and "SELECT 10;" in learnt
+    assert "12 people." not in learnt and "Ok." not in learnt and "And in Sales?" not in learnt

@@ -4,6 +4,12 @@ import jinja2
 import pytest
 from tiny import build_tokenizer
 
+from agentlm.agent.toolcalls import (
+    format_tool_calls,
+    format_tool_responses,
+    system_with_tools,
+    tools_preamble,
+)
 from agentlm.data.formats import Conversation, Turn
 from agentlm.data.masks import IGNORE_INDEX, tokenize_conversation
 from agentlm.data.templates import AGENTLM_SYSTEM_PROMPT, TEMPLATES, get_template
@@ -26,6 +32,102 @@ def test_python_and_jinja_renderings_are_identical(name, turns):
         messages=messages, add_generation_prompt=False
     )
     assert template.render_prompt(messages) == jinja.render(messages=messages, add_generation_prompt=True)
+
+
+# --- tool calling: tools offered, assistant tool calls, tool results ------------------------------
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "weather",
+        "description": 'Wetter für <city> & "Umgebung"',  # non-ASCII, HTML and quotes: tojson must not escape
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}},
+            "required": ["city"],
+        },
+    },
+}
+CLOCK = {"type": "function", "function": {"name": "clock"}}  # no description, no parameters
+
+
+def _call(call_id: str, name: str, arguments: dict | str) -> dict:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+ASKED = {"role": "user", "content": "Weather in Zürich and the time?"}
+CALLED = {
+    "role": "assistant",
+    "content": "Checking. ",
+    "tool_calls": [_call("c1", "weather", {"city": "Zürich", "days": 2}), _call("c2", "clock", "{}")],
+}
+ANSWERED = [
+    {"role": "tool", "tool_call_id": "c1", "content": " sunny, 21°C "},
+    {"role": "tool", "tool_call_id": "c2", "content": "12:00"},
+]
+TOOL_CONVERSATIONS = [
+    ([ASKED], [WEATHER, CLOCK]),
+    ([{"role": "system", "content": "Be brief."}, ASKED], [WEATHER]),
+    ([{"role": "system", "content": ""}, ASKED], [CLOCK]),
+    ([ASKED, CALLED, *ANSWERED], [WEATHER, CLOCK]),
+    (
+        [ASKED, {**CALLED, "content": None}, ANSWERED[0], {"role": "assistant", "content": "Sunny."}],
+        [WEATHER],
+    ),
+    # No tools offered now, but the conversation holds calls and their results.
+    ([ASKED, CALLED, *ANSWERED, {"role": "assistant", "content": "Sunny, noon."}, ASKED], None),
+    ([ASKED, {**CALLED, "tool_calls": [_call("c1", "weather", '{"city": "Bern"}')]}, ANSWERED[0]], [WEATHER]),
+]
+
+
+def _transformers_jinja(template, messages, tools, add_generation_prompt):
+    """The template rendered as transformers (and so vLLM) renders it: its own Jinja environment
+    and `tojson`, with `tools` as apply_chat_template passes them."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    rendered, _ = render_jinja_template(
+        conversations=[messages],
+        tools=tools,
+        chat_template=template.jinja,
+        add_generation_prompt=add_generation_prompt,
+    )
+    return rendered[0]
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+@pytest.mark.parametrize(("messages", "tools"), TOOL_CONVERSATIONS)
+def test_tool_conversations_render_the_same_in_python_and_jinja(name, messages, tools):
+    template = get_template(name)
+    prompt = template.render_prompt(messages, tools=tools)
+    assert prompt == _transformers_jinja(template, messages, tools, add_generation_prompt=True)
+    # Training renders the same turns (without the assistant's opener) through the segments.
+    segments = template.render(template.chat_turns(messages, tools))
+    assert "".join(s.text for s in segments) == _transformers_jinja(
+        template, messages, tools, add_generation_prompt=False
+    )
+
+
+def test_tool_conversations_render_in_the_toolcalls_format():
+    messages, tools = TOOL_CONVERSATIONS[3]
+    prompt = get_template("gemma").render_prompt(messages, tools=tools)
+    calls = [_call("c1", "weather", {"city": "Zürich", "days": 2}), _call("c2", "clock", {})]
+    assert prompt == (
+        f"<bos><start_of_turn>user\n{tools_preamble(tools)}\n\n{ASKED['content']}<end_of_turn>\n"
+        f"<start_of_turn>model\n{format_tool_calls('Checking.', calls)}<end_of_turn>\n"
+        f"<start_of_turn>user\n{format_tool_responses(['sunny, 21°C', '12:00'])}<end_of_turn>\n"
+        "<start_of_turn>model\n"
+    )
+    llama = get_template("llama-2").render_prompt(messages[:1], tools=tools)
+    assert llama.startswith(f"<s>[INST] <<SYS>>\n{system_with_tools(AGENTLM_SYSTEM_PROMPT, tools)}\n<</SYS>>")
+    assert '"description": "Wetter für <city> & \\"Umgebung\\""' in prompt  # tojson escaped nothing else
+
+
+def test_the_tokenizer_chat_template_renders_tools_as_training_did(tokenizer):
+    for messages, tools in TOOL_CONVERSATIONS:
+        served = tokenizer.apply_chat_template(
+            messages, tools=tools, tokenize=False, add_generation_prompt=True
+        )
+        assert served == get_template("llama-2").render_prompt(messages, tools=tools)
 
 
 def test_llama2_matches_fastchat_layout_with_the_model_card_system_prompt():

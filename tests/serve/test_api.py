@@ -158,7 +158,7 @@ def test_agent_run_is_stored_with_its_invalid_steps(client: OpenAI, server) -> N
     # An untrained model never follows the action format: three invalid replies end the run.
     assert ext["stop_reason"] == "invalid_format"
     assert len(ext["steps"]) == 3 and all(s["error"] == "invalid_format" for s in ext["steps"])
-    assert "action format" in reply.choices[0].message.content
+    assert "my steps kept going wrong" in reply.choices[0].message.content
     assert reply.usage.completion_tokens == sum(s["completion_tokens"] for s in ext["steps"])
 
     stored = httpx.get(f"{server.v1}/trajectories/{ext['trajectory_id']}").json()
@@ -181,7 +181,7 @@ def test_agent_stream_carries_steps_then_the_answer(client: OpenAI, server) -> N
     finals = [c for c in chunks if c.choices and c.choices[0].finish_reason]
     assert len(finals) == 1 and finals[0].model_extra["agentlm"]["stop_reason"] == "invalid_format"
     content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert "action format" in content
+    assert "my steps kept going wrong" in content
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
 
     (trajectory_id,) = trajectory_ids
@@ -262,7 +262,7 @@ def test_remote_engine_forwards_to_an_openai_compatible_server(client: OpenAI, s
         assert http.get("/health").status_code == 200
 
 
-# --- tool calling (a scripted engine: the tiny model cannot call tools) --------------------------
+# --- tool calling through the API layer (a scripted engine, so the calls are known) --------------
 
 
 class ToolCaller(Engine):
@@ -393,7 +393,7 @@ def test_agents_take_no_tools_from_the_request(tool_app) -> None:
 
 
 def test_an_engine_refusing_a_feature_is_400(tmp_path) -> None:
-    engine = ToolCaller(UnsupportedFeatureError("the embedded engine cannot call tools"))
+    engine = ToolCaller(UnsupportedFeatureError("this chat template cannot render tools"))
     app = create_app(ServeSettings(store=tmp_path / "s.sqlite3", profiles=[]), engine=engine)
     with TestClient(app) as http:
         response = http.post(
@@ -401,7 +401,7 @@ def test_an_engine_refusing_a_feature_is_400(tmp_path) -> None:
         )
     assert response.status_code == 400
     assert response.json()["error"] == {
-        "message": "the embedded engine cannot call tools",
+        "message": "this chat template cannot render tools",
         "type": "invalid_request_error",
         "param": None,
         "code": "unsupported_feature",

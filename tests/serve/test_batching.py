@@ -14,8 +14,8 @@ from agentlm.serve.engines import (
     EngineOverloadedError,
     GenerationChunk,
     GenerationRequest,
+    InvalidToolSchemaError,
     PromptTooLongError,
-    UnsupportedFeatureError,
 )
 from agentlm.serve.engines.batching import InPlaceLayer, InPlaceSlidingLayer, PaddedBatch
 from agentlm.serve.engines.embedded import EmbeddedEngine
@@ -182,6 +182,8 @@ def test_a_newcomer_that_fails_to_join_is_told_and_the_running_rows_carry_on(
         raise MemoryError("out of memory")
 
     async def scenario() -> str:
+        # The count of the run before may still be 1 (the last chunk is sent before it updates).
+        await wait_until(lambda: engine.running == 0)
         running = asyncio.create_task(collect(engine, request(PROMPTS[1], max_tokens=200)))
         await wait_until(lambda: engine.running == 1)
         with monkeypatch.context() as patch:
@@ -208,10 +210,9 @@ def test_refusals(tiny_checkpoint: Path) -> None:
         await running.aclose()
         assert (await waiting)[-1].finish_reason is not None  # the queued one ran once a row was free
 
-        with pytest.raises(UnsupportedFeatureError, match="no tool calling; use a remote or vLLM engine"):
-            await anext(
-                engine.generate(request("hi", tools=[{"type": "function", "function": {"name": "f"}}]))
-            )
+        broken = {"type": "function", "function": {"name": "f", "parameters": {"type": "strange"}}}
+        with pytest.raises(InvalidToolSchemaError, match="tool 'f': parameters must be a JSON schema"):
+            await anext(engine.generate(request("hi", tools=[broken])))
         with pytest.raises(PromptTooLongError, match="context window is 4096"):
             await anext(engine.generate(request("word " * 5000)))
         assert text(await collect(engine, request("hi", max_tokens=2))) is not None  # still serving

@@ -18,6 +18,7 @@ from agentlm.serve.engines.embedded import (
     argmax,
     default_model_id,
     embedded_cache_dir,
+    ensure_merged,
     resolve_checkpoint,
     sample,
 )
@@ -100,7 +101,7 @@ def test_a_missing_checkpoint_directory_is_model_not_found(tmp_path: Path) -> No
         resolve_checkpoint(str(tmp_path / "nope"))
     assert str(e.value) == (
         f"no checkpoint at {tmp_path / 'nope'}: expected a directory with config.json and model weights "
-        "(a Hugging Face checkpoint), or 'embedded'"
+        "(a Hugging Face checkpoint), 'embedded' or 'embedded-base'"
     )
     with pytest.raises(ModelNotFoundError):
         resolve_checkpoint(str(tmp_path))  # a directory, but no config.json
@@ -111,7 +112,8 @@ def test_a_missing_checkpoint_directory_is_model_not_found(tmp_path: Path) -> No
 def test_model_specs(tiny_checkpoint: Path) -> None:
     assert resolve_checkpoint(str(tiny_checkpoint)) == str(tiny_checkpoint)
     assert resolve_checkpoint("THUDM/agentlm-7b") == "THUDM/agentlm-7b"  # a hub id passes through
-    assert default_model_id("embedded") == EMBEDDED_MODEL_ID
+    assert default_model_id("embedded") == EMBEDDED_MODEL_ID == "agentlm-gemma-3-270m"
+    assert default_model_id("embedded-base") == "gemma-3-270m"
     assert default_model_id(str(tiny_checkpoint)) == tiny_checkpoint.name
     assert default_model_id("THUDM/agentlm-7b") == "THUDM/agentlm-7b"
 
@@ -140,7 +142,7 @@ def test_embedded_gemma_converts_once_then_loads_from_the_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AGENTLM_HOME", str(tmp_path))  # a cold start, whatever ran before
-    engine = EmbeddedEngine()  # dequantizes the GGUF and writes the cache (about a minute)
+    engine = EmbeddedEngine("embedded-base")  # dequantizes the GGUF and writes the cache (about a minute)
     try:
         assert engine.model_id == "gemma-3-270m" and engine.template_stops == ["<end_of_turn>"]
 
@@ -158,5 +160,58 @@ def test_embedded_gemma_converts_once_then_loads_from_the_cache(
     assert (embedded_cache_dir() / "model.safetensors").is_file()
     assert "<start_of_turn>" in (embedded_cache_dir() / "chat_template.jinja").read_text()
     started = time.perf_counter()
-    EmbeddedEngine().close()
+    EmbeddedEngine("embedded-base").close()
     assert time.perf_counter() - started < 20  # ~3 s from the cached copy, vs ~50 s converting
+
+
+def _tiny_adapter(base: Path, folder: Path, seed: int) -> Path:
+    """A LoRA adapter on `base` with random (non-zero) weights, saved in PEFT's format."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
+    model.save_pretrained(folder)
+    return folder
+
+
+def test_an_adapter_is_merged_once_and_again_when_it_changes(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    adapter = _tiny_adapter(tiny_checkpoint, tmp_path / "adapter", seed=1)
+    target = tmp_path / "merged"
+    assert ensure_merged(tiny_checkpoint, adapter, target) == target
+    ids = torch.tensor([[1, 5, 9, 3]])
+    merged = AutoModelForCausalLM.from_pretrained(target).eval()
+    with_adapter = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_checkpoint), adapter
+    ).eval()
+    plain = AutoModelForCausalLM.from_pretrained(tiny_checkpoint).eval()
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, with_adapter(ids).logits, atol=1e-5)
+        assert not torch.allclose(
+            merged(ids).logits, plain(ids).logits, atol=1e-3
+        )  # the adapter did something
+    written = (target / "model.safetensors").stat().st_mtime_ns
+    ensure_merged(tiny_checkpoint, adapter, target)  # unchanged adapter: the copy is kept
+    assert (target / "model.safetensors").stat().st_mtime_ns == written
+    _tiny_adapter(tiny_checkpoint, adapter, seed=2)  # a new adapter version: merged again
+    ensure_merged(tiny_checkpoint, adapter, target)
+    with torch.no_grad():
+        assert not torch.allclose(
+            AutoModelForCausalLM.from_pretrained(target)(ids).logits, merged(ids).logits
+        )
+
+
+def test_the_default_model_ships_its_adapter_and_card() -> None:
+    from agentlm.models import shipped
+
+    folder = shipped(EMBEDDED_MODEL_ID)
+    size = (folder / "adapter_model.safetensors").stat().st_size
+    assert 1 << 20 < size <= 64 << 20  # a real adapter, within the 64 MB a shipped delta may take
+    card = (folder / "README.md").read_text()
+    assert "bash train/default.sh" in card and "Gemma" in card and "Terms of Use" in card

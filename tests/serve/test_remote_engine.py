@@ -195,7 +195,12 @@ def test_tools_and_tool_choice_are_forwarded_as_they_are(scripted):
     assert (
         "tool_choice" not in scripted.requests[-1]["body"]
         and "max_tokens" not in scripted.requests[-1]["body"]
+        and "parallel_tool_calls" not in scripted.requests[-1]["body"]
     )
+
+    scripted.replies.append(WHOLE)
+    generate(engine, tools=[WEATHER], parallel_tool_calls=False)
+    assert scripted.requests[-1]["body"]["parallel_tool_calls"] is False
 
 
 def test_tool_choice_without_tools_is_not_sent(scripted):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from pathlib import Path
@@ -71,6 +72,29 @@ def test_a_trajectory_round_trips_exactly(store: TrajectoryStore) -> None:
         "sql", "SELECT 1"
     )
     assert store.get("traj-unknown") is None
+
+
+def test_a_follow_up_keeps_its_history_and_rows_from_before_conversations_load(
+    store: TrajectoryStore,
+) -> None:
+    history = [
+        {"role": "user", "content": "How many people work in People?"},
+        {"role": "assistant", "content": "Action: Answer\nFinal Answer: 12"},
+    ]
+    follow_up = make_trajectory(history=history, previous_id="traj-first", history_dropped=1)
+    store.save(follow_up)
+    loaded = store.get(follow_up.id)
+    assert loaded == follow_up and loaded.history == history and loaded.messages()[2:4] == history
+    # A row written before trajectories had these fields: its JSON lacks them.
+    old = make_trajectory()
+    data = old.to_dict()
+    for name in ("history", "previous_id", "history_dropped"):
+        del data[name]
+    store.save(old)
+    with store._conn:
+        store._conn.execute("UPDATE trajectories SET data = ? WHERE id = ?", (json.dumps(data), old.id))
+    again = store.get(old.id)
+    assert again == old and again.history == [] and again.previous_id is None
 
 
 def test_feedback_is_merged_and_the_latest_wins(store: TrajectoryStore) -> None:

@@ -268,3 +268,46 @@ def test_a_packed_epoch_counts_rows_not_conversations(setup, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.findall(r"^step (\d+)/(\d+) ", result.stdout, re.M) == [("1", "1")]
+
+
+def test_shared_prefixes_train_like_whole_conversations_and_the_adapter_is_saved(setup, tmp_path):
+    """Four conversations with one long opening: the first step's loss is the padded batch's
+    exactly (same logits); later steps stay close (the gradient skips the cached opening); the
+    adapter alone is written beside the merged checkpoint and reproduces it."""
+    import torch
+    from peft import PeftModel
+
+    _, _, base = setup
+    opening = "Instruction: " + " ".join(f"rule {i} applies." for i in range(120))
+    data = tmp_path / "shared.jsonl"
+    write_jsonl(
+        data,
+        [
+            Conversation(f"s{i}", [Turn("user", opening), Turn("assistant", "Ok.", False), Turn("user", q), Turn("assistant", a, True)])
+            for i, (q, a) in enumerate(FACTS[:4])
+        ],
+    )  # fmt: skip
+    lora = ("lora_rank=8", "lora_alpha=16", "max_seq_len=2048")
+    padded = _train_losses(data, base, tmp_path / "padded", 4, 1, *lora)
+    shared = _train_losses(
+        data, base, tmp_path / "shared", 4, 1, *lora, "share_prefixes=true", "save_adapter=true"
+    )
+    assert len(shared) == 3 and shared[0] == pytest.approx(padded[0], rel=1e-5)
+    assert shared == pytest.approx(padded, rel=0.1) and shared[-1] < shared[0]
+
+    adapter = tmp_path / "shared" / "adapter"
+    assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "adapter_config.json").is_file()
+    ids = torch.tensor([[1, 5, 9, 3, 7]])
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "shared").eval()
+    applied = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), adapter).eval()
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, applied(ids).logits, atol=1e-4)
+
+
+def test_save_adapter_needs_lora():
+    with pytest.raises(ConfigError, match="save_adapter needs lora_rank"):
+        SFTRecipe(
+            load_config(
+                "tiny", {"base_model": "x", "output_dir": "y", "data": [__file__], "save_adapter": True}
+            )
+        )

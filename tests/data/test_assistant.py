@@ -1,0 +1,114 @@
+"""The default model's training data: generated companies, assistant conversations, tool calls."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import duckdb
+import jsonschema
+import pytest
+
+from agentlm.agent.actions import FinalAnswer, parse_db_reply
+from agentlm.agent.profiles import load_profile
+from agentlm.agent.toolcalls import parse_tool_calls
+from agentlm.agent.trajectory import ToolCall
+from agentlm.data import hr, worlds
+from agentlm.data.assistant import build_examples
+from agentlm.data.toolcalls import POOL, generate
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> worlds.World:
+    return worlds.build_world(7, tmp_path_factory.mktemp("world"))
+
+
+@pytest.fixture(scope="module")
+def examples(world: worlds.World):
+    profiles = {p: load_profile(p) for p in ("hr-assistant", "scheduling-assistant")}
+    return build_examples(world, 80, random.Random(0), profiles)
+
+
+def test_a_world_shares_no_person_team_or_room_with_the_shipped_sample(world: worlds.World) -> None:
+    sample = hr.company_rows(0)
+    names = {(e[1], e[2]) for e in world.employees}
+    assert not {e[1] for e in world.employees} & {e[1] for e in sample["employees"]}
+    assert not {e[2] for e in world.employees} & {e[2] for e in sample["employees"]}
+    assert not {d[1] for d in world.rows["departments"]} & {d[1] for d in sample["departments"]}
+    assert not {r[1] for r in world.rows["rooms"]} & {r[1] for r in sample["rooms"]}
+    assert len(names) == len(world.employees)  # no two people with one name
+    with duckdb.connect(str(world.scheduling_db), read_only=True) as db:  # the shipped schema, macros too
+        assert (
+            db.execute(
+                "SELECT count(*) FROM free_rooms('2026-01-05 09:00', '2026-01-05 10:00', 1)"
+            ).fetchone()[0]
+            > 0
+        )
+    assert worlds.world_rows(7) == world.rows  # deterministic for a seed
+
+
+def test_every_conversation_opens_as_the_profile_does_and_every_reply_parses(world, examples) -> None:
+    assert len(examples) == 80
+    openings = {
+        p: [m["content"] for m in load_profile(p).with_database(db).opening_messages()]
+        for p, db in (("hr-assistant", world.hr_db), ("scheduling-assistant", world.scheduling_db))
+    }
+    for conv in examples:
+        opening = openings[conv.extra["profile"]]
+        assert [t.content for t in conv.turns[: len(opening)]] == opening
+        own = [t for t in conv.turns if t.role == "assistant" and t.loss]
+        assert own, conv.id
+        *actions, answer = own
+        assert all(isinstance(parse_db_reply(t.content).action, ToolCall) for t in actions)
+        assert isinstance(parse_db_reply(answer.content).action, FinalAnswer)
+
+
+def test_the_data_covers_follow_ups_refusals_and_writes(examples) -> None:
+    kinds = {c.source.removeprefix("assistant/") for c in examples}
+    assert any("+" in k for k in kinds)  # follow-ups
+    assert {"unanswerable", "booking", "leave_request", "free_rooms", "policy"} <= {
+        part for k in kinds for part in k.split("+")
+    }
+    for conv in examples:
+        if "+" in conv.source:  # the earlier turn is context: its answer is not trained on
+            earlier = [
+                t for t in conv.turns if t.role == "assistant" and t.content.startswith("Action: Answer")
+            ]
+            assert earlier and all(t.loss is False for t in earlier)
+        if conv.source == "assistant/unanswerable":
+            assert not any("Action: Operation" in t.content for t in conv.turns[6:])
+            assert "can't answer" in conv.turns[-1].content
+        if conv.source == "assistant/booking" and "booked" in conv.turns[-1].content:
+            assert any("INSERT INTO meetings" in t.content for t in conv.turns if t.loss)
+
+
+def test_tool_calls_parse_to_offered_functions_with_arguments_valid_for_their_schema() -> None:
+    examples = generate(120, seed=3)
+    calls = 0
+    for conv in examples:
+        offered = {
+            t["function"]["name"] for t in POOL.values() if t["function"]["name"] in conv.turns[0].content
+        }
+        for turn in conv.turns:
+            if turn.role != "assistant" or "<tool_call>" not in turn.content:
+                continue
+            content, parsed = parse_tool_calls(turn.content)
+            assert content == "" and parsed
+            for call in parsed:
+                name, args = call["function"]["name"], json.loads(call["function"]["arguments"])
+                assert name in offered
+                jsonschema.validate(args, POOL[name]["function"]["parameters"])
+                calls += 1
+        assert conv.turns[-1].role == "assistant" and "<tool_call>" not in conv.turns[-1].content
+    assert calls > 100
+    assert any("<tool_call>" not in t.content for c in examples for t in c.turns[2:3])  # some need no call
+
+
+def test_the_data_commands_write_their_files(tmp_path: Path) -> None:
+    from agentlm.data import assistant, toolcalls
+
+    assistant.main(["--out", str(tmp_path / "a.jsonl"), "--worlds", "1", "--per-world", "5"])
+    toolcalls.main(["--out", str(tmp_path / "t.jsonl"), "--examples", "5"])
+    assert len((tmp_path / "a.jsonl").read_text().splitlines()) == 5
+    assert len((tmp_path / "t.jsonl").read_text().splitlines()) == 5
