@@ -295,6 +295,16 @@ TEMPLATES = {
 }
 
 
+_TURN_MARKERS = (("gemma", "<start_of_turn>"), ("llama-2", "[INST]"), ("vicuna_v1.1", "ASSISTANT:"))
+
+
+def turn_format(chat_template: str) -> str | None:
+    """The AgentLM template whose turn format a chat template writes (None if none fits): the
+    same turns as today's, also for a template an older AgentLM wrote into a checkpoint."""
+    exact = next((name for name, t in TEMPLATES.items() if t.jinja == chat_template), None)
+    return exact or next((name for name, marker in _TURN_MARKERS if marker in chat_template), None)
+
+
 def get_template(name: str) -> ChatTemplate:
     try:
         return TEMPLATES[name]

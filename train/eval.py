@@ -124,11 +124,12 @@ def chat_perplexity(model: Any, tokenizer: Any, path: Path | None = None, limit:
     import torch
 
     from agentlm.data.masks import IGNORE_INDEX, tokenize_conversation
-    from agentlm.data.templates import TEMPLATES
+    from agentlm.data.templates import get_template, turn_format
 
-    template = next((t for t in TEMPLATES.values() if t.jinja == tokenizer.chat_template), None)
-    if template is None:
+    name = turn_format(tokenizer.chat_template or "")
+    if name is None:
         raise ValueError("the checkpoint's chat template is not one of AgentLM's; cannot mask its replies")
+    template = get_template(name)
     nll, count = 0.0, 0
     for conv in read_jsonl(path or bundled("general_chat.jsonl"))[:limit]:
         ex = tokenize_conversation(tokenizer, template, conv)

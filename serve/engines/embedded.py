@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentlm.agent.toolcalls import ToolCallStream
 from agentlm.agent.trajectory import ChatMessage
-from agentlm.data.templates import TEMPLATES, get_template
+from agentlm.data.templates import TEMPLATES, get_template, turn_format
 from agentlm.paths import home
 from agentlm.serve.engines.base import (
     EMBEDDED,
@@ -230,14 +230,6 @@ def _template_stops(chat_template: str) -> list[str]:
 
 
 # A chat template that does not render tools writes one of these turn formats, told by its markers.
-_TURN_MARKERS = (("gemma", "<start_of_turn>"), ("llama-2", "[INST]"), ("vicuna_v1.1", "ASSISTANT:"))
-
-
-def _turn_format(chat_template: str) -> str | None:
-    """The AgentLM template with the turn format a chat template writes (None if none fits)."""
-    return next((name for name, marker in _TURN_MARKERS if marker in chat_template), None)
-
-
 def _arguments_as_objects(messages: list[ChatMessage]) -> list[ChatMessage]:
     """The messages with each tool call's JSON ``arguments`` string parsed into an object, as vLLM
     hands them to a chat template (Jinja cannot parse JSON; the templates write it with tojson)."""
@@ -570,7 +562,7 @@ class EmbeddedEngine(Engine):
             )
         # A template written before AgentLM's rendered tools (an older checkpoint, the converted
         # embedded model's first cache): AgentLM's own template of the same turn format renders them.
-        name = _turn_format(template)
+        name = turn_format(template)
         if name is None:
             raise UnsupportedFeatureError(
                 f"{self.model_id}'s chat template cannot render tools or tool messages; serve a "
