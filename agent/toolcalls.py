@@ -32,7 +32,7 @@ TOOLS_PREAMBLE = (
 )
 
 
-def _function(tool: dict[str, Any]) -> dict[str, Any]:
+def function_spec(tool: dict[str, Any]) -> dict[str, Any]:
     """The function part of an OpenAI tool spec ({"type": "function", "function": {...}}) or of a bare one."""
     return tool.get("function", tool)
 
@@ -41,7 +41,7 @@ def tools_preamble(tools: list[dict[str, Any]]) -> str:
     """The text that tells the model which functions it may call (goes after the system text)."""
     lines = []
     for tool in tools:
-        f = _function(tool)
+        f = function_spec(tool)
         spec = {
             "name": f["name"],
             "description": f.get("description", ""),

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentlm.agent.actions import FinalAnswer, ParsedReply, answer_reply, operation_reply, parse_db_reply
-from agentlm.agent.profiles import Profile, load_profile
+from agentlm.agent.profiles import Profile, history_messages, load_profile
 from agentlm.agent.tools.sql import SQLTool
 from agentlm.agent.trajectory import ToolCall
-from agentlm.data.formats import Conversation, Turn, write_jsonl
+from agentlm.data.formats import Conversation, Turn, context_turns, write_jsonl
 from agentlm.data.hr_tasks import join_words
 from agentlm.data.worlds import World, build_world
 
@@ -738,10 +738,7 @@ def _booking_turns(task: Task, rows: Rows, tool: SQLTool) -> tuple[str, list[Tur
 
 
 def _prompt(profile: Profile) -> list[Turn]:
-    return [
-        Turn(m["role"], m["content"], False if m["role"] == "assistant" else None)
-        for m in profile.opening_messages()
-    ]
+    return context_turns(profile.opening_messages())
 
 
 def build_examples(
@@ -766,13 +763,14 @@ def build_examples(
             conversation = _prompt(profile) + turns
             follow = task.follow_up
             if follow is not None and rng.random() < 0.7:
-                # The follow-up sees the earlier turn as the product renders it: the question and the
-                # answer the person saw, not trained on; then its own steps, trained on.
+                # The follow-up sees the earlier turn as the server renders it (history_messages): the
+                # question and the answer the person saw, not trained on; then its own steps, trained on.
                 follow_turns, _ = _run(follow, tool)
-                history = [
-                    Turn("user", turns[0].content),
-                    Turn("assistant", answer_reply("db", answer), False),
+                earlier = [
+                    {"role": "user", "content": turns[0].content},
+                    {"role": "assistant", "content": answer},
                 ]
+                history = context_turns(history_messages("db", earlier))
                 conversation = _prompt(profile) + history + follow_turns
                 kind = f"{task.kind}+{follow.kind}"
             else:

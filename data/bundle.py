@@ -18,7 +18,7 @@ from agentlm.agent.actions import FinalAnswer, ParsedReply, answer_reply, operat
 from agentlm.agent.profiles import load_profile
 from agentlm.agent.tools.sql import SQLTool
 from agentlm.agent.trajectory import ToolCall
-from agentlm.data.formats import Conversation, Turn, write_jsonl
+from agentlm.data.formats import Conversation, Turn, context_turns, write_jsonl
 from agentlm.data.hr import build_hr_database
 from agentlm.data.hr_tasks import HR_TASKS, HRTask
 
@@ -80,10 +80,7 @@ def build_hr_trajectories(db_path: str | Path) -> list[Conversation]:
     """
     profile = load_profile(PROFILE).with_database(db_path)
     try:
-        prompt = [
-            Turn(m["role"], m["content"], False if m["role"] == "assistant" else None)
-            for m in profile.opening_messages()
-        ]
+        prompt = context_turns(profile.opening_messages())
         return [
             build_trajectory(task, f"hr-{i:04d}", prompt, profile.sql_tool)
             for i, task in enumerate(HR_TASKS, start=1)

@@ -91,6 +91,12 @@ class Conversation:
         )
 
 
+def context_turns(messages: list[ChatMessage]) -> list[Turn]:
+    """Messages the model sees but does not learn from (an opening prompt, a conversation's earlier
+    turns): assistant turns get ``loss: false``, the others the role's default."""
+    return [Turn(m["role"], m["content"], False if m["role"] == "assistant" else None) for m in messages]
+
+
 def read_jsonl(path: str | Path) -> list[Conversation]:
     """Read a JSONL (one record a line) or JSON (a list of records) file of conversations."""
     path = Path(path)
@@ -144,7 +150,7 @@ def conversation_from_trajectory(traj: Trajectory, use_correction: bool = True) 
             f"trajectory {traj.id}: tool-calling runs have no AgentInstruct form; export text-protocol runs"
         )
     context = [m for m in (*traj.prompt, *traj.history) if m["role"] != "system"]
-    turns = [Turn(m["role"], m["content"], False if m["role"] == "assistant" else None) for m in context]
+    turns = context_turns(context)
     turns.append(Turn("user", traj.task))
     for step in traj.steps:
         for m in step.messages():

@@ -25,7 +25,7 @@ import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from agentlm.agent.toolcalls import CALL_SEPARATOR, CALL_SUFFIX, TOOL_CALL_OPEN, call_prefix
+from agentlm.agent.toolcalls import CALL_SEPARATOR, CALL_SUFFIX, TOOL_CALL_OPEN, call_prefix, function_spec
 from agentlm.serve.engines.base import InvalidToolSchemaError
 
 if TYPE_CHECKING:
@@ -41,10 +41,6 @@ _XGRAMMAR_LOCATION = re.compile(r"^\[[\d:]+\] \S+:\d+: ")  # "[21:12:41] /projec
 def offers_tools(tools: list[dict[str, Any]] | None, tool_choice: str | dict[str, Any] | None) -> bool:
     """Whether the model is offered tools: some are given, and tool_choice is not "none"."""
     return bool(tools) and tool_choice != "none"
-
-
-def _function(tool: dict[str, Any]) -> dict[str, Any]:
-    return tool.get("function", tool)
 
 
 # A function without parameters takes none (OpenAI's meaning): its arguments are {}.
@@ -74,7 +70,7 @@ def structural_tag(
         content = {"type": "grammar", "grammar": ebnf[name]}
         return {"type": "tag", "begin": call_prefix(name), "content": content, "end": CALL_SUFFIX}
 
-    names = [_function(t)["name"] for t in tools]
+    names = [function_spec(t)["name"] for t in tools]
     if isinstance(tool_choice, dict):  # a named function: exactly one call of it
         name = tool_choice["function"]["name"]
         if name not in ebnf:
@@ -135,7 +131,7 @@ class ToolGrammars:
                 self._compiler = xgr.GrammarCompiler(info, max_threads=1)
             ebnf = {}
             for tool in tools:
-                function = _function(tool)
+                function = function_spec(tool)
                 try:
                     grammar = xgr.Grammar.from_json_schema(
                         _arguments_schema(function), any_whitespace=False, separators=_SEPARATORS
