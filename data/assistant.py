@@ -19,112 +19,28 @@ from __future__ import annotations
 import argparse
 import random
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentlm.agent.actions import FinalAnswer, ParsedReply, answer_reply, operation_reply, parse_db_reply
 from agentlm.agent.profiles import Profile, history_messages, load_profile
 from agentlm.agent.tools.sql import SQLTool
 from agentlm.agent.trajectory import ToolCall
+from agentlm.data.asktask import (
+    AssistantDataError,
+    Person,
+    Rows,
+    Step,
+    Task,
+    how_named,
+    number,
+    pick,
+    some_person,
+    vary,
+)
+from agentlm.data.assistant_stats import HR_STATS_KINDS, SCHEDULING_STATS_KINDS, free_rooms_biggest
 from agentlm.data.formats import Conversation, Turn, context_turns, write_jsonl
 from agentlm.data.hr_tasks import join_words
 from agentlm.data.worlds import World, build_world
-
-Rows = list[tuple]
-
-
-class AssistantDataError(RuntimeError):
-    """A generated task whose SQL or answer does not fit what the database returned."""
-
-
-@dataclass
-class Step:
-    thought: str
-    sql: str
-
-
-@dataclass
-class Task:
-    """One question: its SQL steps and how to word the answer from the last step's rows."""
-
-    profile: str  # "hr-assistant" | "scheduling-assistant"
-    question: str
-    steps: list[Step]
-    final_thought: str
-    answer: Callable[[Rows], str]  # from the last statement's rows (no steps: called with [])
-    kind: str
-    follow_up: Task | None = None  # a next question that needs this one's answer
-    meta: dict = field(default_factory=dict)
-
-
-# --- phrasing ------------------------------------------------------------------------------------
-
-
-def _typo(rng: random.Random, text: str) -> str:
-    words = text.split(" ")
-    candidates = [i for i, w in enumerate(words) if len(w) > 4 and w.isalpha()]
-    if not candidates:
-        return text
-    i = rng.choice(candidates)
-    w = words[i]
-    j = rng.randrange(1, len(w) - 2)
-    words[i] = w[:j] + w[j + 1] + w[j] + w[j + 2 :]
-    return " ".join(words)
-
-
-def vary(rng: random.Random, text: str) -> str:
-    """The same question the way people type it: sometimes lower case, a typo, no question mark."""
-    r = rng.random()
-    if r < 0.12:
-        text = text.lower()
-    elif r < 0.2:
-        text = text[0].lower() + text[1:]
-    if rng.random() < 0.12:
-        text = _typo(rng, text)
-    if rng.random() < 0.15:
-        text = text.rstrip("?")
-    if rng.random() < 0.08:
-        text = rng.choice(["Hi! ", "Hello, ", "Quick question: ", "Hey, "]) + text
-    return text
-
-
-def _pick(rng: random.Random, options: list[str], **slots: object) -> str:
-    return rng.choice(options).format(**slots)
-
-
-@dataclass
-class Person:
-    id: int
-    first: str
-    last: str
-
-    @property
-    def full(self) -> str:
-        return f"{self.first} {self.last}"
-
-
-def _person(world: World, rng: random.Random) -> Person:
-    e = rng.choice(world.employees)
-    return Person(e[0], e[1], e[2])
-
-
-def _how_named(world: World, rng: random.Random, p: Person) -> tuple[str, str]:
-    """(how the question names the person, the WHERE clause on employees e)."""
-    firsts = [e[1] for e in world.employees].count(p.first)
-    r = rng.random()
-    if r < 0.15 and firsts == 1:
-        return p.first, f"e.first_name = '{p.first}'"
-    if r < 0.3:
-        return p.full.lower(), f"e.first_name = '{p.first}' AND e.last_name = '{p.last}'"
-    return p.full, f"e.first_name = '{p.first}' AND e.last_name = '{p.last}'"
-
-
-def _num(v: object) -> str:
-    if isinstance(v, float):
-        return f"{v:.1f}".rstrip("0").rstrip(".") if v != int(v) else str(int(v))
-    return str(v)
-
 
 # --- HR tasks ------------------------------------------------------------------------------------
 
@@ -133,15 +49,15 @@ LEAVE_WORDS = {"vacation": ["vacation days", "holiday days", "days of vacation",
 
 
 def leave_left(world: World, rng: random.Random) -> Task:
-    p = _person(world, rng)
-    name, where = _how_named(world, rng, p)
+    p = some_person(world, rng)
+    name, where = how_named(world, rng, p)
     leave = rng.choice(["vacation", "vacation", "sick", "personal"])
     words = rng.choice(LEAVE_WORDS[leave])
     if rng.random() < 0.25:
-        q = _pick(rng, ["I'm {n}. How many {w} do I have left?", "This is {n} - how many {w} remain for me this year?",
+        q = pick(rng, ["I'm {n}. How many {w} do I have left?", "This is {n} - how many {w} remain for me this year?",
                         "I am {n}, what's my remaining {w} balance?"], n=p.full, w=words)  # fmt: skip
     else:
-        q = _pick(rng, ["How many {w} does {n} have left?", "What's {n}'s remaining {w} balance for 2026?",
+        q = pick(rng, ["How many {w} does {n} have left?", "What's {n}'s remaining {w} balance for 2026?",
                         "how many {w} are left for {n}?", "Could you tell me how many {w} {n} still has?",
                         "{n}: {w} remaining?"], n=name, w=words)  # fmt: skip
     sql = (
@@ -150,15 +66,15 @@ def leave_left(world: World, rng: random.Random) -> Task:
     )
     thought = f"Remaining {leave} days are entitled_days - used_days in leave_balances for 2026; I find {p.full} through employees."
     return Task("hr-assistant", q, [Step(thought, sql)], f"The result is {p.full}'s remaining {leave} days.",
-                lambda r: f"{p.full} has {_num(r[0][0])} {leave} days left in 2026.", "leave_left")  # fmt: skip
+                lambda r: f"{p.full} has {number(r[0][0])} {leave} days left in 2026.", "leave_left")  # fmt: skip
 
 
 def leave_used(world: World, rng: random.Random) -> Task:
-    p = _person(world, rng)
-    name, where = _how_named(world, rng, p)
+    p = some_person(world, rng)
+    name, where = how_named(world, rng, p)
     leave = rng.choice(["vacation", "sick", "sick", "personal"])
     words = rng.choice(LEAVE_WORDS[leave])
-    q = _pick(rng, ["How many {w} has {n} taken in 2026?", "How many {w} did {n} use this year?",
+    q = pick(rng, ["How many {w} has {n} taken in 2026?", "How many {w} did {n} use this year?",
                     "what number of {w} has {n} used so far?", "{n} - {w} used in 2026?"], n=name, w=words)  # fmt: skip
     sql = (
         "SELECT b.used_days FROM leave_balances b JOIN employees e USING (employee_id) "
@@ -166,15 +82,15 @@ def leave_used(world: World, rng: random.Random) -> Task:
     )
     return Task("hr-assistant", q, [Step(f"Used {leave} days are in leave_balances; I look up {p.full} through employees.", sql)],
                 f"The query returned {p.full}'s used {leave} days.",
-                lambda r: f"{p.full} has taken {_num(r[0][0])} {leave} days in 2026.", "leave_used")  # fmt: skip
+                lambda r: f"{p.full} has taken {number(r[0][0])} {leave} days in 2026.", "leave_used")  # fmt: skip
 
 
 def manager_of(world: World, rng: random.Random) -> Task:
     emps = [e for e in world.employees if e[6] is not None]
     e0 = rng.choice(emps)
     p = Person(e0[0], e0[1], e0[2])
-    name, where = _how_named(world, rng, p)
-    q = _pick(rng, ["Who is {n}'s manager?", "Who does {n} report to?", "who manages {n}?",
+    name, where = how_named(world, rng, p)
+    q = pick(rng, ["Who is {n}'s manager?", "Who does {n} report to?", "who manages {n}?",
                     "Can you tell me the name of {n}'s boss?", "Who's the line manager of {n}?"], n=name)  # fmt: skip
     sql = (
         "SELECT m.first_name, m.last_name FROM employees e JOIN employees m ON e.manager_id = m.employee_id "
@@ -207,7 +123,7 @@ def _about_named(world: World, rng: random.Random, p: Person, pronoun: bool = Fa
     fact = rng.choice(sorted(PERSON_FACTS))
     column, questions, answer = PERSON_FACTS[fact]
     name, where = (
-        _how_named(world, rng, p)
+        how_named(world, rng, p)
         if not pronoun
         else (p.full, f"e.first_name = '{p.first}' AND e.last_name = '{p.last}'")
     )
@@ -222,18 +138,18 @@ def _about_named(world: World, rng: random.Random, p: Person, pronoun: bool = Fa
 
 
 def person_fact(world: World, rng: random.Random) -> Task:
-    return _about_named(world, rng, _person(world, rng))
+    return _about_named(world, rng, some_person(world, rng))
 
 
 def department_count(world: World, rng: random.Random) -> Task:
     d = rng.choice(world.rows["departments"])
-    q = _pick(rng, ["How many people work in {d}?", "What's the head count of the {d} team?", "how many employees does {d} have?",
+    q = pick(rng, ["How many people work in {d}?", "What's the head count of the {d} team?", "how many employees does {d} have?",
                     "Size of the {d} department?"], d=d[1])  # fmt: skip
     sql = (
         f"SELECT count(*) FROM employees e JOIN departments d USING (department_id) WHERE d.name = '{d[1]}';"
     )
     task = Task("hr-assistant", q, [Step(f"I count the employees whose department is {d[1]}.", sql)], "The count is in the result.",
-                lambda r: f"{_num(r[0][0])} people work in {d[1]}.", "dept_count")  # fmt: skip
+                lambda r: f"{number(r[0][0])} people work in {d[1]}.", "dept_count")  # fmt: skip
     if rng.random() < 0.5:
         members = _dept_members(world, rng, d, follow=True)
         task.follow_up = members
@@ -242,7 +158,7 @@ def department_count(world: World, rng: random.Random) -> Task:
 
 def _dept_members(world: World, rng: random.Random, d: tuple, follow: bool = False) -> Task:
     q = (rng.choice(["Who are they?", "And who works there?", "List them, please.", "Can you name them?"]) if follow
-         else _pick(rng, ["Who works in the {d} department?", "List everyone in {d}.", "who is on the {d} team?"], d=d[1]))  # fmt: skip
+         else pick(rng, ["Who works in the {d} department?", "List everyone in {d}.", "who is on the {d} team?"], d=d[1]))  # fmt: skip
     sql = (
         "SELECT e.first_name, e.last_name FROM employees e JOIN departments d USING (department_id) "
         f"WHERE d.name = '{d[1]}' ORDER BY e.last_name, e.first_name;"
@@ -260,7 +176,7 @@ def department_members(world: World, rng: random.Random) -> Task:
 
 def department_location(world: World, rng: random.Random) -> Task:
     d = rng.choice(world.rows["departments"])
-    q = _pick(
+    q = pick(
         rng,
         ["Where is the {d} department located?", "Which city is {d} in?", "where's the {d} team based?"],
         d=d[1],
@@ -275,7 +191,7 @@ def extreme_hire(world: World, rng: random.Random) -> Task:
     order = "DESC" if newest else "ASC"
     if rng.random() < 0.4:
         d = rng.choice(world.rows["departments"])
-        q = _pick(rng, ["Who joined {d} most recently?", "Who is the newest member of {d}?"] if newest
+        q = pick(rng, ["Who joined {d} most recently?", "Who is the newest member of {d}?"] if newest
                   else ["Who has been in {d} the longest?", "Who is the longest-serving person in {d}?"], d=d[1])  # fmt: skip
         sql = ("SELECT e.first_name, e.last_name, e.hire_date FROM employees e JOIN departments d USING (department_id) "
                f"WHERE d.name = '{d[1]}' ORDER BY e.hire_date {order} LIMIT 1;")  # fmt: skip
@@ -293,7 +209,7 @@ def extreme_hire(world: World, rng: random.Random) -> Task:
 def pending_requests(world: World, rng: random.Random) -> Task:
     status = rng.choice(["pending", "pending", "approved", "rejected"])
     if rng.random() < 0.5:
-        q = _pick(
+        q = pick(
             rng,
             [
                 "How many leave requests are {s}?",
@@ -304,10 +220,10 @@ def pending_requests(world: World, rng: random.Random) -> Task:
         )
         sql = f"SELECT count(*) FROM leave_requests WHERE status = '{status}';"
         return Task("hr-assistant", q, [Step(f"I count the leave requests whose status is {status}.", sql)], "The count is in the result.",
-                    lambda r: f"There are {_num(r[0][0])} {status} leave requests.", "request_count")  # fmt: skip
-    p = _person(world, rng)
-    name, where = _how_named(world, rng, p)
-    q = _pick(
+                    lambda r: f"There are {number(r[0][0])} {status} leave requests.", "request_count")  # fmt: skip
+    p = some_person(world, rng)
+    name, where = how_named(world, rng, p)
+    q = pick(
         rng,
         [
             "What leave requests has {n} made?",
@@ -337,10 +253,10 @@ def aggregate(world: World, rng: random.Random) -> Task:
         sql = ("SELECT e.first_name, e.last_name, b.used_days FROM leave_balances b JOIN employees e USING (employee_id) "
                f"WHERE b.leave_type = '{leave}' AND b.year = 2026 ORDER BY b.used_days DESC, e.last_name LIMIT 1;")  # fmt: skip
         return Task("hr-assistant", vary(rng, q), [Step(f"I sort the 2026 {leave} balances by used_days.", sql)], "The first row has the most.",
-                    lambda r: f"{r[0][0]} {r[0][1]} has used the most {leave} days: {_num(r[0][2])}.", "agg_max")  # fmt: skip
+                    lambda r: f"{r[0][0]} {r[0][1]} has used the most {leave} days: {number(r[0][2])}.", "agg_max")  # fmt: skip
     if choice == 1:
         d = rng.choice(world.rows["departments"])
-        q = _pick(
+        q = pick(
             rng,
             [
                 "What is the average number of vacation days used in {d}?",
@@ -351,7 +267,7 @@ def aggregate(world: World, rng: random.Random) -> Task:
         sql = ("SELECT round(avg(b.used_days), 1) FROM leave_balances b JOIN employees e USING (employee_id) JOIN departments d USING (department_id) "
                f"WHERE d.name = '{d[1]}' AND b.leave_type = 'vacation' AND b.year = 2026;")  # fmt: skip
         return Task("hr-assistant", q, [Step(f"I average used vacation days over {d[1]}'s employees.", sql)], "The average is in the result.",
-                    lambda r: f"People in {d[1]} have used {_num(r[0][0])} vacation days on average in 2026.", "agg_avg")  # fmt: skip
+                    lambda r: f"People in {d[1]} have used {number(r[0][0])} vacation days on average in 2026.", "agg_avg")  # fmt: skip
     if choice == 2:
         q = rng.choice(
             [
@@ -365,7 +281,7 @@ def aggregate(world: World, rng: random.Random) -> Task:
             "GROUP BY d.name ORDER BY n DESC, d.name LIMIT 1;"
         )
         return Task("hr-assistant", q, [Step("I count employees per department and take the largest.", sql)], "The first row is the largest.",
-                    lambda r: f"{r[0][0]} is the largest department, with {_num(r[0][1])} employees.", "agg_group")  # fmt: skip
+                    lambda r: f"{r[0][0]} is the largest department, with {number(r[0][1])} employees.", "agg_group")  # fmt: skip
     q = rng.choice(
         [
             "How many employees are there in total?",
@@ -375,15 +291,15 @@ def aggregate(world: World, rng: random.Random) -> Task:
     )
     sql = "SELECT count(*) FROM employees;"
     return Task("hr-assistant", q, [Step("I count the rows of employees.", sql)], "The count is in the result.",
-                lambda r: f"The company has {_num(r[0][0])} employees.", "agg_count")  # fmt: skip
+                lambda r: f"The company has {number(r[0][0])} employees.", "agg_count")  # fmt: skip
 
 
 def direct_reports(world: World, rng: random.Random) -> Task:
     managers = sorted({e[6] for e in world.employees if e[6] is not None})
     m = world.employee(rng.choice(managers))
     p = Person(m[0], m[1], m[2])
-    name, where = _how_named(world, rng, p)
-    q = _pick(
+    name, where = how_named(world, rng, p)
+    q = pick(
         rng,
         ["Who reports to {n}?", "Who are {n}'s direct reports?", "How many people report to {n}?"],
         n=name,
@@ -430,13 +346,13 @@ UNANSWERABLE = [
 
 
 def unanswerable(world: World, rng: random.Random) -> Task:
-    p = _person(world, rng)
+    p = some_person(world, rng)
     if rng.random() < 0.35:  # someone who does not work here
         first, last = (
             rng.choice(["Oliver", "Greta", "Yuki", "Ahmed", "Clara", "Pedro"]),
             rng.choice(["Stone", "Lund", "Moreno", "Frost"]),
         )
-        q = _pick(rng, ["How many vacation days does {n} have left?", "Who is {n}'s manager?", "Which department is {n} in?"], n=f"{first} {last}")  # fmt: skip
+        q = pick(rng, ["How many vacation days does {n} have left?", "Who is {n}'s manager?", "Which department is {n} in?"], n=f"{first} {last}")  # fmt: skip
         sql = f"SELECT employee_id, first_name, last_name FROM employees WHERE first_name = '{first}' AND last_name = '{last}';"
         return Task("hr-assistant", q, [Step(f"I first check that {first} {last} is in employees.", sql)], "Nobody has that name.",
                     lambda r: f"I couldn't find anyone called {first} {last} in the HR database, so I can't answer that.",
@@ -451,14 +367,14 @@ def unanswerable(world: World, rng: random.Random) -> Task:
 
 
 def leave_request(world: World, rng: random.Random) -> Task:
-    p = _person(world, rng)
+    p = some_person(world, rng)
     leave = rng.choice(["vacation", "vacation", "personal"])
     day = rng.randrange(1, 27)
     month = rng.choice([12]) if rng.random() < 0.5 else rng.choice([11, 12])
     start = f"2026-{month:02d}-{day:02d}"
     days = rng.randint(1, 3) if leave == "vacation" else 1
     end = f"2026-{month:02d}-{day + days - 1:02d}"
-    q = _pick(rng, ["I'm {n}. Please file a {t} request for me from {a} to {b}.", "Request {t} leave for {n} from {a} to {b} ({d} days).",
+    q = pick(rng, ["I'm {n}. Please file a {t} request for me from {a} to {b}.", "Request {t} leave for {n} from {a} to {b} ({d} days).",
                     "Can you put in a {t} leave request for {n}, {a} to {b}?"], n=p.full, t=leave, a=start, b=end, d=days)  # fmt: skip
     steps = [
         Step(
@@ -474,11 +390,20 @@ def leave_request(world: World, rng: random.Random) -> Task:
 # --- scheduling tasks ----------------------------------------------------------------------------
 
 
-def _slot(world: World, rng: random.Random) -> tuple[str, str, str]:
-    """(how the question says it, start, end) for an hour on a day that has meetings."""
-    m = rng.choice(world.rows["meetings"])
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if n % 100 in (11, 12, 13) else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+def _clock(hour: int, minute: int) -> str:
+    """12-hour time as people type it: 1pm, 1:30pm."""
+    return f"{hour % 12 or 12}{f':{minute:02d}' if minute else ''}{'am' if hour < 12 else 'pm'}"
+
+
+def _slot(world: World, rng: random.Random, meeting: tuple | None = None) -> tuple[str, str, str]:
+    """(how the question says it, start, end) for an hour on a day that has meetings (or over `meeting`)."""
+    m = meeting or rng.choice(world.rows["meetings"])
     day = m[4].date()
-    hour = rng.randint(8, 16)
+    hour = m[4].hour if meeting else rng.randint(8, 16)
     minutes = rng.choice([60, 60, 30, 90, 120])
     start = f"{day} {hour:02d}:00"
     end_h, end_m = divmod(hour * 60 + minutes, 60)
@@ -488,6 +413,7 @@ def _slot(world: World, rng: random.Random) -> tuple[str, str, str]:
         f"{day} {hour:02d}:00-{end_h:02d}:{end_m:02d}",
         f"on {day} between {hour:02d}:00 and {end_h:02d}:{end_m:02d}",
         f"on {day.strftime('%B')} {day.day}, {day.year} from {hour:02d}:00 to {end_h:02d}:{end_m:02d}",
+        f"on {day.strftime('%B')} {_ordinal(day.day)} {day.year}, {_clock(hour, 0)} to {_clock(end_h, end_m)}",
     ])  # fmt: skip
     return said, start, end
 
@@ -496,13 +422,13 @@ def free_rooms(world: World, rng: random.Random) -> Task:
     said, start, end = _slot(world, rng)
     seats = rng.choice([1, 4, 6, 8, 10, 12])
     if seats == 1:
-        q = _pick(
+        q = pick(
             rng,
             ["Which rooms are free {s}?", "Is any meeting room available {s}?", "what rooms can I get {s}?"],
             s=said,
         )
     else:
-        q = _pick(rng, ["Which rooms with at least {n} seats are free {s}?", "I need a room for {n} people {s}. What's available?",
+        q = pick(rng, ["Which rooms with at least {n} seats are free {s}?", "I need a room for {n} people {s}. What's available?",
                         "find me a free room for {n} {s}"], s=said, n=seats)  # fmt: skip
     sql = f"SELECT * FROM free_rooms('{start}', '{end}', {seats});"
 
@@ -516,19 +442,38 @@ def free_rooms(world: World, rng: random.Random) -> Task:
 
     task = Task("scheduling-assistant", q, [Step(f"free_rooms lists rooms without an overlapping meeting; I ask for {start} to {end} with {seats} seats or more.", sql)],
                 "I have the free rooms.", answer, "free_rooms", meta={"empty_ok": True, "slot": (start, end, seats)})  # fmt: skip
+    task.follow_up = free_rooms_biggest(world, rng, start, end, seats)
     return task
 
 
 def busy(world: World, rng: random.Random) -> Task:
-    p = _person(world, rng)
+    p = some_person(world, rng)
     said, start, end = _slot(world, rng)
-    name = p.full if rng.random() < 0.75 else p.full.lower()
-    q = _pick(
-        rng,
-        ["Is {n} free {s}?", "Does {n} have any meetings {s}?", "can I grab {n} {s}?", "Is {n} busy {s}?"],
-        n=name,
-        s=said,
-    )
+    mine = [m for m, person in world.rows["meeting_attendees"] if person == p.id]
+    if mine and rng.random() < 0.5:  # as often a slot the person is in a meeting as a random one
+        chosen = rng.choice(mine)
+        m = next(x for x in world.rows["meetings"] if x[0] == chosen)
+        said, start, end = _slot(world, rng, m)
+    task = _busy(p, said, start, end, p.full if rng.random() < 0.75 else p.full.lower(), rng)
+    other = rng.choice(world.rows["meetings"])[4].date()
+    if str(other) != start[:10]:
+        day_said = rng.choice([str(other), f"{other.strftime('%B')} {other.day}"])
+        q = rng.choice([f"What about on {day_said} at the same time?", f"and on {day_said}, same hours?"])
+        task.follow_up = _busy(p, q, f"{other} {start[11:]}", f"{other} {end[11:]}", None, rng)
+    return task
+
+
+def _busy(p: Person, said: str, start: str, end: str, name: str | None, rng: random.Random) -> Task:
+    """Is `p` busy from `start` to `end`? `name` is how the question names them (None: a follow-up)."""
+    if name is None:
+        q, thought = (
+            said,
+            f"The earlier question was about {p.full}; busy lists their meetings that overlap {start} to {end}.",
+        )
+    else:
+        q = pick(rng, ["Is {n} free {s}?", "Does {n} have any meetings {s}?", "can I grab {n} {s}?", "Is {n} busy {s}?",
+                       "does {n} have anything {s}?"], n=name, s=said)  # fmt: skip
+        thought = f"busy lists {p.full}'s meetings that overlap {start} to {end}."
     sql = f"SELECT * FROM busy('{p.full}', '{start}', '{end}');"
 
     def answer(r: Rows) -> str:
@@ -537,8 +482,15 @@ def busy(world: World, rng: random.Random) -> Task:
         items = [f"{t} ({str(a)[11:16]}-{str(b)[11:16]})" for _, t, a, b in r]
         return f"{p.full} is busy then: " + join_words(items) + "."
 
-    return Task("scheduling-assistant", q, [Step(f"busy lists {p.full}'s meetings that overlap {start} to {end}.", sql)],
-                "The result answers it.", answer, "busy", meta={"empty_ok": True})  # fmt: skip
+    return Task(
+        "scheduling-assistant",
+        q,
+        [Step(thought, sql)],
+        "The result answers it.",
+        answer,
+        "busy",
+        meta={"empty_ok": True},
+    )
 
 
 def day_meetings(world: World, rng: random.Random) -> Task:
@@ -546,7 +498,7 @@ def day_meetings(world: World, rng: random.Random) -> Task:
     day = m[4].date()
     if rng.random() < 0.5:
         room = next(r for r in world.rows["rooms"] if r[0] == m[2])
-        q = _pick(
+        q = pick(
             rng, ["What's booked in {r} on {d}?", "Which meetings are in room {r} on {d}?"], r=room[1], d=day
         )
         sql = ("SELECT m.title, m.start_time, m.end_time FROM meetings m JOIN rooms r USING (room_id) "
@@ -554,16 +506,16 @@ def day_meetings(world: World, rng: random.Random) -> Task:
         return Task("scheduling-assistant", q, [Step(f"I list meetings in {room[1]} that start on {day}.", sql)], "I have the bookings.",
                     lambda r: f"{room[1]} has {len(r)} meeting{'s' if len(r) != 1 else ''} on {day}: " + join_words([f"{t} ({str(a)[11:16]}-{str(b)[11:16]})" for t, a, b in r]) + ".",
                     "room_day")  # fmt: skip
-    q = _pick(rng, ["How many meetings are scheduled on {d}?", "How busy is {d} - how many meetings?"], d=day)
+    q = pick(rng, ["How many meetings are scheduled on {d}?", "How busy is {d} - how many meetings?"], d=day)
     sql = f"SELECT count(*) FROM meetings WHERE CAST(start_time AS DATE) = '{day}';"
     return Task("scheduling-assistant", q, [Step(f"I count meetings that start on {day}.", sql)], "The count is in the result.",
-                lambda r: f"There are {_num(r[0][0])} meetings on {day}.", "day_count")  # fmt: skip
+                lambda r: f"There are {number(r[0][0])} meetings on {day}.", "day_count")  # fmt: skip
 
 
 def room_info(world: World, rng: random.Random) -> Task:
     room = rng.choice(world.rows["rooms"])
     if rng.random() < 0.5:
-        q = _pick(
+        q = pick(
             rng,
             [
                 "How many seats does {r} have?",
@@ -611,10 +563,10 @@ def booking(
     title = rng.choice(MEETING_TITLES)
     org, oth = f"{organizer[1]} {organizer[2]}", f"{other[1]} {other[2]}"
     if follow:
-        q = _pick(rng, ["Book the smallest one for a \"{t}\" organised by {o} with {p}.", "ok, please book the first of them for {o} and {p} - title \"{t}\"."],
+        q = pick(rng, ["Book the smallest one for a \"{t}\" organised by {o} with {p}.", "ok, please book the first of them for {o} and {p} - title \"{t}\"."],
                   t=title, o=org, p=oth)  # fmt: skip
     else:
-        q = _pick(rng, ["Book a room for {n} for a \"{t}\" meeting organised by {o} with {p} from {a} to {b}.",
+        q = pick(rng, ["Book a room for {n} for a \"{t}\" meeting organised by {o} with {p} from {a} to {b}.",
                         "Please schedule \"{t}\" for {o} and {p}, {a} to {b}, any room with {n}+ seats.",
                         "can you reserve a room ({n} seats) {a}-{b} for {o}'s \"{t}\"? {p} will join."],
                   n=seats, t=title, o=org, p=oth, a=start, b=end)  # fmt: skip
@@ -648,10 +600,10 @@ def calendar_unanswerable(world: World, rng: random.Random) -> Task:
                 "unanswerable")  # fmt: skip
 
 
-HR_KINDS = [(leave_left, 4), (leave_used, 2), (manager_of, 3), (person_fact, 3), (department_count, 2), (department_members, 1),
+HR_KINDS = HR_STATS_KINDS + [(leave_left, 4), (leave_used, 2), (manager_of, 3), (person_fact, 3), (department_count, 2), (department_members, 1),
             (department_location, 1), (extreme_hire, 2), (pending_requests, 2), (aggregate, 2), (direct_reports, 1), (policy, 3),
             (unanswerable, 3), (leave_request, 2)]  # fmt: skip
-SCHEDULING_KINDS = [(free_rooms, 4), (busy, 3), (day_meetings, 2), (room_info, 2), (booking, 3), (free_rooms_then_book, 2),
+SCHEDULING_KINDS = SCHEDULING_STATS_KINDS + [(free_rooms, 4), (busy, 3), (day_meetings, 2), (room_info, 2), (booking, 3), (free_rooms_then_book, 2),
                     (calendar_unanswerable, 1)]  # fmt: skip
 
 
@@ -697,6 +649,9 @@ def _run(task: Task, tool: SQLTool) -> tuple[list[Turn], str]:
     elif "booking" in task.meta:
         final, more = _booking_turns(task, rows, tool)
         turns += more
+    elif "room_booking" in task.meta:
+        final, more = _room_booking_turns(task, rows, tool)
+        turns += more
     else:
         final = task.answer(rows)
     thought = task.final_thought or "Done."
@@ -737,6 +692,20 @@ def _booking_turns(task: Task, rows: Rows, tool: SQLTool) -> tuple[str, list[Tur
     return answer, _write_turns(tool, writes)
 
 
+def _room_booking_turns(task: Task, rows: Rows, tool: SQLTool) -> tuple[str, list[Turn]]:
+    title, room, start, end, org = task.meta["room_booking"]
+    if not rows:
+        return f"{room} is not free from {start} to {end}, so I booked nothing.", []
+    room_id, meeting_id, org_id = rows[0]
+    writes = [
+        (f"{room} is free, so I book it as meeting {meeting_id}.",
+         f"INSERT INTO meetings VALUES ({meeting_id}, '{title}', {room_id}, {org_id}, '{start}', '{end}');"),
+        ("Now the organizer as an attendee.", f"INSERT INTO meeting_attendees VALUES ({meeting_id}, {org_id});"),
+    ]  # fmt: skip
+    answer = f'I booked {room} for "{title}" from {start} to {end}, organised by {org}. The booking is held until you approve it.'
+    return answer, _write_turns(tool, writes)
+
+
 def _prompt(profile: Profile) -> list[Turn]:
     return context_turns(profile.opening_messages())
 
@@ -753,7 +722,10 @@ def build_examples(
     while len(out) < n and attempts < n * 5:
         attempts += 1
         fn, _, profile_id = rng.choices(kinds, weights=[w for _, w, _ in kinds])[0]
-        task = fn(world, rng)
+        try:
+            task = fn(world, rng)
+        except AssistantDataError:
+            continue  # the draw has nothing to ask in this world (e.g. no meeting named uniquely)
         profile = profiles[task.profile].with_database(
             world.hr_db if task.profile == "hr-assistant" else world.scheduling_db
         )

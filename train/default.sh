@@ -12,7 +12,9 @@
 #   bash train/default.sh [WORKDIR]        (default runs/default; about an hour on 2 cores)
 #
 # Steps whose output exists are skipped and training resumes from its last checkpoint, so a killed
-# run continues where it stopped. Sizes: ASSISTANT=320 TOOLCALLS=80 DB=60 ETA=0.7 SEED=0.
+# run continues where it stopped. Sizes: ASSISTANT=320 TOOLCALLS=80 DB=60 ETA=0.7 SEED=0 LR=0.0015.
+# FROM=DIR continues the PEFT adapter in DIR (an earlier run's <work>/model/adapter) instead of
+# training new LoRA weights: how the shipped adapter was trained in two rounds (models/.../README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +25,8 @@ TOOLCALLS=${TOOLCALLS:-80}
 DB=${DB:-60}
 ETA=${ETA:-0.7}
 SEED=${SEED:-0}
+LR=${LR:-0.0015}
+FROM=${FROM:-}
 SHARED=${AGENTBENCH:-../shared/agentbench}
 OUT=models/agentlm-gemma-3-270m
 mkdir -p "$work"
@@ -65,7 +69,8 @@ have "$work/mix.jsonl" || "$PY" -m agentlm.data.mix --agent "$work/agent.jsonl" 
     --eta "$ETA" --seed "$SEED" --out "$work/mix.jsonl" | tee "$work/mix.txt"
 if ! have "$work/model/adapter/adapter_model.safetensors"; then
     "$PY" -m agentlm.train.sft --config gemma-270m-lora --data "$work/mix.jsonl" --base-model "$BASE" \
-        --output-dir "$work/model" --eta "$ETA" --mix-report "$work/mix.txt" 2>&1 \
+        --output-dir "$work/model" --eta "$ETA" --mix-report "$work/mix.txt" --set lr="$LR" \
+        ${FROM:+init_adapter="$FROM"} 2>&1 \
         | grep --line-buffered -v "it/s\]" | tee -a "$work/train.log"
 fi
 

@@ -61,6 +61,9 @@ class SFTConfig:
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     # Also write the adapter alone (PEFT format) to <output_dir>/adapter: a small delta to ship.
     save_adapter: bool = False
+    # Continue training this PEFT adapter (a directory with adapter_config.json) instead of new
+    # LoRA weights: its rank, alpha and targets are the adapter's own, so the delta stays one size.
+    init_adapter: str | None = None
     # Freeze the input embedding (and the output layer when tied to it, as in Gemma): for a small
     # model with a large vocabulary most weights are there, and adapting the transformer body is
     # enough to learn a format. Saves their gradients and optimizer state.
@@ -111,6 +114,10 @@ class SFTConfig:
             raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.max_steps <= 0 and self.epochs <= 0:
             raise ConfigError("set max_steps or epochs to a positive number")
+        if self.init_adapter and not (Path(self.init_adapter) / "adapter_config.json").is_file():
+            raise ConfigError(f"init_adapter {self.init_adapter!r} is not a PEFT adapter directory (no adapter_config.json)")
+        if self.init_adapter and not self.lora_rank:
+            raise ConfigError("init_adapter needs lora_rank > 0: it continues a LoRA adapter")
         if self.save_adapter and not self.lora_rank:
             raise ConfigError("save_adapter needs lora_rank > 0: full fine-tuning has no adapter to save")
 
@@ -189,7 +196,12 @@ class SFTRecipe:
         model.config.use_cache = False
         if cfg.freeze_embeddings:
             model.get_input_embeddings().weight.requires_grad_(False)
-        if cfg.lora_rank:
+        if cfg.lora_rank and cfg.init_adapter:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, cfg.init_adapter, is_trainable=True)
+            log.info("continuing the LoRA adapter in %s", cfg.init_adapter)
+        elif cfg.lora_rank:
             from peft import LoraConfig, get_peft_model
 
             lora = LoraConfig(

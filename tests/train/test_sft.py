@@ -303,6 +303,20 @@ def test_shared_prefixes_train_like_whole_conversations_and_the_adapter_is_saved
     with torch.no_grad():
         assert torch.allclose(merged(ids).logits, applied(ids).logits, atol=1e-4)
 
+    # A second round continues the saved adapter: it starts where the first one ended.
+    more = _train_losses(data, base, tmp_path / "more", 4, 1, *lora, "share_prefixes=true", f"init_adapter={adapter}")
+    assert more[0] < shared[0] and more[0] == pytest.approx(shared[-1], rel=0.5)
+
+
+def test_init_adapter_must_be_a_peft_adapter(tmp_path):
+    with pytest.raises(ConfigError, match="not a PEFT adapter directory"):
+        SFTRecipe(
+            load_config(
+                "tiny",
+                {"base_model": "x", "output_dir": "y", "data": [__file__], "lora_rank": 8, "init_adapter": str(tmp_path)},
+            )
+        )
+
 
 def test_save_adapter_needs_lora():
     with pytest.raises(ConfigError, match="save_adapter needs lora_rank"):
