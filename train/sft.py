@@ -115,7 +115,9 @@ class SFTConfig:
         if self.max_steps <= 0 and self.epochs <= 0:
             raise ConfigError("set max_steps or epochs to a positive number")
         if self.init_adapter and not (Path(self.init_adapter) / "adapter_config.json").is_file():
-            raise ConfigError(f"init_adapter {self.init_adapter!r} is not a PEFT adapter directory (no adapter_config.json)")
+            raise ConfigError(
+                f"init_adapter {self.init_adapter!r} is not a PEFT adapter directory (no adapter_config.json)"
+            )
         if self.init_adapter and not self.lora_rank:
             raise ConfigError("init_adapter needs lora_rank > 0: it continues a LoRA adapter")
         if self.save_adapter and not self.lora_rank:
@@ -138,6 +140,15 @@ def load_config(path: str | None, overrides: dict[str, Any]) -> SFTConfig:
     unknown = set(values) - known
     if unknown:
         raise ConfigError(f"unknown config keys {sorted(unknown)}; known: {sorted(known)}")
+    numeric = {
+        f.name: {"float": float, "int": int}[f.type] for f in fields(SFTConfig) if f.type in ("float", "int")
+    }
+    for key, cast in numeric.items():
+        if isinstance(values.get(key), str):  # YAML reads 1.5e-3 (no dot) as a string
+            try:
+                values[key] = cast(values[key])
+            except ValueError:
+                raise ConfigError(f"{key} must be a number, got {values[key]!r}") from None
     return SFTConfig(**values)
 
 

@@ -304,8 +304,19 @@ def test_shared_prefixes_train_like_whole_conversations_and_the_adapter_is_saved
         assert torch.allclose(merged(ids).logits, applied(ids).logits, atol=1e-4)
 
     # A second round continues the saved adapter: it starts where the first one ended.
-    more = _train_losses(data, base, tmp_path / "more", 4, 1, *lora, "share_prefixes=true", f"init_adapter={adapter}")
+    more = _train_losses(
+        data, base, tmp_path / "more", 4, 1, *lora, "share_prefixes=true", f"init_adapter={adapter}"
+    )
     assert more[0] < shared[0] and more[0] == pytest.approx(shared[-1], rel=0.5)
+
+
+def test_numbers_written_as_yaml_strings_are_read_as_numbers():
+    cfg = load_config(
+        "tiny", {"base_model": "x", "output_dir": "y", "data": [__file__], "lr": "1.5e-3", "epochs": "2"}
+    )
+    assert cfg.lr == 1.5e-3 and cfg.epochs == 2
+    with pytest.raises(ConfigError, match="lr must be a number, got 'fast'"):
+        load_config("tiny", {"base_model": "x", "output_dir": "y", "data": [__file__], "lr": "fast"})
 
 
 def test_init_adapter_must_be_a_peft_adapter(tmp_path):
@@ -313,7 +324,13 @@ def test_init_adapter_must_be_a_peft_adapter(tmp_path):
         SFTRecipe(
             load_config(
                 "tiny",
-                {"base_model": "x", "output_dir": "y", "data": [__file__], "lora_rank": 8, "init_adapter": str(tmp_path)},
+                {
+                    "base_model": "x",
+                    "output_dir": "y",
+                    "data": [__file__],
+                    "lora_rank": 8,
+                    "init_adapter": str(tmp_path),
+                },
             )
         )
 
