@@ -14,7 +14,7 @@
 # Steps whose output exists are skipped and training resumes from its last checkpoint, so a killed
 # run continues where it stopped. Sizes: ASSISTANT=320 TOOLCALLS=80 DB=60 ETA=0.7 SEED=0 LR=0.0015.
 # FROM=DIR continues the PEFT adapter in DIR (an earlier run's <work>/model/adapter) instead of
-# training new LoRA weights: how the shipped adapter was trained in two rounds (models/.../README.md).
+# training new LoRA weights, so a second round on new data starts where the first ended.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
