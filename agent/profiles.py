@@ -29,6 +29,7 @@ from langchain_core.tools import BaseTool
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentlm.agent.actions import answer_reply
+from agentlm.agent.exemplars import ExemplarBank
 from agentlm.agent.loop import Setup
 from agentlm.agent.tools.sql import SQLTool
 from agentlm.agent.trajectory import ChatMessage
@@ -148,6 +149,9 @@ class Profile(BaseModel):
     examples: list[str] = Field(default_factory=list)  # questions the UI suggests
     # A worked example shown after "Ok.": user question, assistant action, tool result, ... answer.
     one_shot: list[dict[Literal["role", "content"], str]] = Field(default_factory=list)
+    # A bank of worked examples (agent/exemplars.py: a file beside the bundled profiles, or a path):
+    # each run shows the one most like its conversation instead of `one_shot`.
+    exemplars: str | None = None
     tools: list[str] = Field(default_factory=lambda: ["sql"])  # built-in names or "module:attribute"
     writes: Literal["deny", "scratch"] = "deny"
     # None: the checkpoint's chat template supplies its system prompt (AgentLM's model card prompt);
@@ -186,6 +190,19 @@ class Profile(BaseModel):
         cached ``sql_tool``, which would still point at the old file.
         """
         return Profile.model_validate({**self.model_dump(), "database": str(path)})
+
+    @cached_property
+    def exemplar_bank(self) -> ExemplarBank | None:
+        if self.exemplars is None:
+            return None
+        bundled = resources.files("agentlm.agent") / "profiles" / self.exemplars
+        path = Path(str(bundled)) if bundled.is_file() else Path(self.exemplars).expanduser()
+        if not path.is_file():
+            raise ProfileError(
+                f"profile {self.id!r} names the exemplar bank {self.exemplars!r}, which is neither a "
+                "bundled file nor a path to one; build it with `agentlm data assistant --bank`"
+            )
+        return ExemplarBank.load(path)
 
     @cached_property
     def sql_tool(self) -> SQLTool:
@@ -227,15 +244,17 @@ class Profile(BaseModel):
             tools[tool.name] = tool
             if own:
                 owned.append(tool)
+        history = history or []
+        questions = [m.get("content") or "" for m in history if m["role"] == "user"] + [task]
         return Setup(
             protocol=self.protocol,
-            prompt=self.opening_messages(),
+            prompt=self.opening_messages(questions),
             task=task,
             tools=tools,
             max_rounds=self.max_rounds,
             name=self.id,
             owned_tools=owned,
-            history=history_messages(self.protocol, history or []),
+            history=history_messages(self.protocol, history),
         )
 
     def apply_writes(self, statements: list[str], approved_by: str) -> Any:
@@ -261,8 +280,16 @@ class Profile(BaseModel):
         finally:
             tool.close()
 
-    def opening_messages(self) -> list[ChatMessage]:
-        """The instruction, the assistant's "Ok." (as AgentBench's database task opens), the 1-shot."""
+    def opening_messages(self, questions: list[str] | None = None, rank: int = 0) -> list[ChatMessage]:
+        """The instruction, the assistant's "Ok." (as AgentBench's database task opens), the 1-shot.
+
+        With an exemplar bank and the conversation's user `questions` (oldest first), the 1-shot is
+        the bank's `rank`-th nearest example (0: the nearest; training data varies it); otherwise
+        the profile's fixed `one_shot`.
+        """
+        shot: list[ChatMessage] = [{"role": m["role"], "content": m["content"]} for m in self.one_shot]  # type: ignore[misc]
+        if questions and self.exemplar_bank is not None:
+            shot = list(self.exemplar_bank.ranked(questions, rank + 1)[-1].messages)
         instruction = self.instruction.replace("{schema}", self.sql_tool.schema()).rstrip()
         system: list[ChatMessage] = (
             [] if self.system_prompt is None else [{"role": "system", "content": self.system_prompt}]
@@ -271,7 +298,7 @@ class Profile(BaseModel):
             *system,
             {"role": "user", "content": instruction},
             {"role": "assistant", "content": "Ok."},
-            *({"role": m["role"], "content": m["content"]} for m in self.one_shot),
+            *shot,
         ]
 
 

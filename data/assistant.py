@@ -11,12 +11,20 @@ date arithmetic (free rooms, free time, leave left), policies read from the poli
 and leave requests as writes that wait for approval, questions the data cannot answer (said so
 plainly), and follow-ups that need the earlier turn (earlier turns are context, not trained on).
 
+Each conversation opens as the server opens a run of its questions: with the worked example from
+the profile's exemplar bank nearest them (agent/exemplars.py), or, with ``--one-shot fixed``, the
+profile's own example, which the SFT recipe can then compute once for many conversations.
+``--bank`` writes those banks instead: conversations over companies no training data is about,
+decontaminated against the evaluation sets.
+
     python -m agentlm.data.assistant --out assistant.jsonl --worlds 8 --per-world 60 --seed 0
+    python -m agentlm.data.assistant --bank --out agent/profiles --worlds 4 --per-world 150 --eval HELDOUT...
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import tempfile
 from pathlib import Path
@@ -38,6 +46,7 @@ from agentlm.data.asktask import (
     vary,
 )
 from agentlm.data.assistant_stats import HR_STATS_KINDS, SCHEDULING_STATS_KINDS, free_rooms_biggest
+from agentlm.data.decontaminate import EvalIndex, eval_task_texts
 from agentlm.data.formats import Conversation, Turn, context_turns, write_jsonl
 from agentlm.data.hr_tasks import join_words
 from agentlm.data.worlds import World, build_world
@@ -609,6 +618,8 @@ SCHEDULING_KINDS = SCHEDULING_STATS_KINDS + [(free_rooms, 4), (busy, 3), (day_me
 
 # --- building conversations ----------------------------------------------------------------------
 
+PROFILES = ("hr-assistant", "scheduling-assistant")
+
 
 def _checked(reply: str, expected: ParsedReply) -> str:
     parsed = parse_db_reply(reply, repair=False)
@@ -706,8 +717,12 @@ def _room_booking_turns(task: Task, rows: Rows, tool: SQLTool) -> tuple[str, lis
     return answer, _write_turns(tool, writes)
 
 
-def _prompt(profile: Profile) -> list[Turn]:
-    return context_turns(profile.opening_messages())
+def _prompt(profile: Profile, questions: list[str], rng: random.Random) -> list[Turn]:
+    """The opening a run of `questions` gets: with an exemplar bank, one of the nearest examples
+    (usually the nearest, as served; sometimes the second or third, so the model also learns to
+    answer when the example shown is only close)."""
+    rank = rng.choices((0, 1, 2), weights=(6, 2, 2))[0]
+    return context_turns(profile.opening_messages(questions, rank))
 
 
 def build_examples(
@@ -732,7 +747,7 @@ def build_examples(
         tool = SQLTool(database=profile.database_path(), writes="scratch", render="repr")
         try:
             turns, answer = _run(task, tool)
-            conversation = _prompt(profile) + turns
+            questions, body, kind = [turns[0].content], turns, task.kind
             follow = task.follow_up
             if follow is not None and rng.random() < 0.7:
                 # The follow-up sees the earlier turn as the server renders it (history_messages): the
@@ -742,22 +757,36 @@ def build_examples(
                     {"role": "user", "content": turns[0].content},
                     {"role": "assistant", "content": answer},
                 ]
-                history = context_turns(history_messages("db", earlier))
-                conversation = _prompt(profile) + history + follow_turns
+                questions = [turns[0].content, follow_turns[0].content]
+                body = context_turns(history_messages("db", earlier)) + follow_turns
                 kind = f"{task.kind}+{follow.kind}"
-            else:
-                kind = task.kind
         except AssistantDataError:
             continue  # a draw that does not fit this world (no rows, a missing room): draw again
         finally:
             tool.close()
-        out.append(Conversation(f"assistant-w{world.seed}-{len(out):04d}", conversation, source=f"assistant/{kind}",
-                                extra={"profile": task.profile}))  # fmt: skip
+        out.append(Conversation(f"assistant-w{world.seed}-{len(out):04d}", _prompt(profile, questions, rng) + body,
+                                source=f"assistant/{kind}", extra={"profile": task.profile}))  # fmt: skip
     return out
 
 
-def generate(worlds: int, per_world: int, seed: int, folder: Path) -> list[Conversation]:
-    profiles = {p: load_profile(p) for p in ("hr-assistant", "scheduling-assistant")}
+def generate(
+    worlds: int,
+    per_world: int,
+    seed: int,
+    folder: Path,
+    profiles: dict[str, Profile] | None = None,
+    one_shot: str = "nearest",
+) -> list[Conversation]:
+    """Conversations over `worlds` generated companies. `one_shot`: "nearest" shows each the
+    worked example the server would (its profile's exemplar bank), "fixed" the profile's one
+    `one_shot`, which every conversation of a profile then shares (train/prefix.py computes that
+    opening once per micro batch: about 2.5x the conversations per hour on the CPU)."""
+    if one_shot not in ("nearest", "fixed"):
+        raise ValueError(f"one_shot must be 'nearest' or 'fixed', not {one_shot!r}")
+    if profiles is None:
+        profiles = {p: load_profile(p) for p in PROFILES}
+        if one_shot == "fixed":
+            profiles = {p: profile.model_copy(update={"exemplars": None}) for p, profile in profiles.items()}
     rng = random.Random(seed)
     out = []
     for w in range(worlds):
@@ -766,17 +795,83 @@ def generate(worlds: int, per_world: int, seed: int, folder: Path) -> list[Conve
     return out
 
 
+# Banks come from companies no training conversation is about (training uses world seeds 1000 +
+# 100 * seed + w), so a conversation's example never shows its own company's answers.
+BANK_SEED = 50
+BANK_MAX_CHARS = 1400  # longer examples (many rows) cost more prompt than they teach
+# Kinds whose answer turns on what one company's data lacks (a person or room it does not have, a
+# policy it never wrote): worded like the common questions, they would be shown for those and
+# teach "there is no such person". Training conversations still have them.
+BANK_SKIP = {"unknown_person", "unknown_room", "policy_missing"}
+
+
+def generate_bank(
+    worlds: int, per_world: int, folder: Path, evals: EvalIndex | None = None
+) -> dict[str, list[dict]]:
+    """Exemplar-bank records (agent/exemplars.py) per profile, from generated companies.
+
+    Each is a conversation's own turns without its opening; its query is its user questions (the
+    earlier one of a follow-up first). Identical questions are kept once; an example any of whose
+    questions overlaps an evaluation task (`evals`) is left out, as training data is: every
+    training conversation and every served run shows one.
+    """
+    profiles = {p: load_profile(p).model_copy(update={"exemplars": None}) for p in PROFILES}
+    opening = {p: len(profile.opening_messages()) for p, profile in profiles.items()}
+    banks: dict[str, list[dict]] = {p: [] for p in PROFILES}
+    seen: set[str] = set()
+    for c in generate(worlds, per_world, BANK_SEED, folder, profiles):
+        profile, kind = c.extra["profile"], c.source.removeprefix("assistant/")
+        if BANK_SKIP & set(kind.split("+")):
+            continue
+        body = c.turns[opening[profile] :]
+        questions = [body[0].content] + ([body[2].content] if "+" in kind else [])
+        query = " ".join(questions)
+        if query in seen or sum(len(t.content) for t in body) > BANK_MAX_CHARS:
+            continue
+        if evals is not None and any(evals.hit(q) for q in questions):
+            continue
+        seen.add(query)
+        messages = [{"role": t.role, "content": t.content} for t in body]
+        banks[profile].append({"kind": kind, "query": query, "messages": messages})
+    return banks
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="agentlm data assistant", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument(
+        "--out", required=True, type=Path, help="conversations (JSONL); with --bank, a folder"
+    )
     parser.add_argument(
         "--worlds", type=int, default=8, help="generated companies (none is the shipped sample)"
     )
     parser.add_argument("--per-world", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--one-shot",
+        choices=("nearest", "fixed"),
+        default="nearest",
+        help="the worked example each conversation shows: the nearest in the profile's bank (as served), "
+        "or the profile's fixed one (shared by all, so training shares its computation)",
+    )
+    parser.add_argument(
+        "--bank",
+        action="store_true",
+        help="write each profile's exemplar bank (<profile>.exemplars.jsonl) into --out instead",
+    )
+    parser.add_argument(
+        "--eval", nargs="*", default=[], help="with --bank: evaluation task files no example may overlap"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        conversations = generate(args.worlds, args.per_world, args.seed, Path(tmp))
+        if args.bank:
+            args.out.mkdir(parents=True, exist_ok=True)
+            evals = EvalIndex([t for path in args.eval for t in eval_task_texts(path)])
+            for profile, records in generate_bank(args.worlds, args.per_world, Path(tmp), evals).items():
+                path = args.out / f"{profile}.exemplars.jsonl"
+                path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+                print(f"wrote {len(records)} worked examples to {path}")
+            return
+        conversations = generate(args.worlds, args.per_world, args.seed, Path(tmp), one_shot=args.one_shot)
     n = write_jsonl(args.out, conversations)
     print(f"wrote {n} assistant conversations to {args.out}")
 

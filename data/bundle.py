@@ -75,14 +75,19 @@ def build_trajectory(task: HRTask, task_id: str, prompt: list[Turn], sql_tool: S
 def build_hr_trajectories(db_path: str | Path) -> list[Conversation]:
     """The bundled trajectories, computed against the HR database at `db_path`.
 
-    The prompt is the hr-assistant profile's own opening (instruction with this database's schema,
-    then "Ok."), with AgentInstruct's loss flags: null on the instruction, false on "Ok.".
+    The prompt is what the hr-assistant profile opens a run of the task's question with
+    (instruction with this database's schema, "Ok.", the worked example nearest the question),
+    with AgentInstruct's loss flags: null on user turns, false on the opening's assistant turns.
     """
     profile = load_profile(PROFILE).with_database(db_path)
     try:
-        prompt = context_turns(profile.opening_messages())
         return [
-            build_trajectory(task, f"hr-{i:04d}", prompt, profile.sql_tool)
+            build_trajectory(
+                task,
+                f"hr-{i:04d}",
+                context_turns(profile.opening_messages([task.question])),
+                profile.sql_tool,
+            )
             for i, task in enumerate(HR_TASKS, start=1)
         ]
     finally:

@@ -78,18 +78,30 @@ class DecontaminationReport:
         ]
 
 
+class EvalIndex:
+    """The word n-grams of evaluation tasks, to ask whether a text overlaps any of them."""
+
+    def __init__(self, eval_texts: list[str], n: int = 13):
+        self.n = n
+        self._grams: dict[tuple[str, ...], str] = {}
+        for text in eval_texts:
+            for gram in ngrams(text, n):
+                self._grams.setdefault(gram, text)
+
+    def hit(self, text: str) -> str | None:
+        """The evaluation task `text` shares an n-gram with, or None."""
+        return next((self._grams[g] for g in ngrams(text, self.n) if g in self._grams), None)
+
+
 def decontaminate(
     train: list[Conversation], eval_texts: list[str], n: int = 13
 ) -> tuple[list[Conversation], DecontaminationReport]:
     """Training examples without an n-gram in common with any evaluation task."""
-    index: dict[tuple[str, ...], str] = {}
-    for text in eval_texts:
-        for gram in ngrams(text, n):
-            index.setdefault(gram, text)
+    index = EvalIndex(eval_texts, n)
     report = DecontaminationReport(examined=len(train))
     kept = []
     for conv in train:
-        hit = next((index[g] for g in ngrams(task_text(conv), n) if g in index), None)
+        hit = index.hit(task_text(conv))
         if hit is None:
             kept.append(conv)
         else:

@@ -81,12 +81,13 @@ def scripted_server(
         yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1", engine
 
 
-def hr_opening() -> list[dict]:
-    """The HR profile's opening messages (instruction with the schema, "Ok.", the 1-shot)."""
+def hr_opening(*questions: str) -> list[dict]:
+    """The HR profile's opening for a conversation of `questions` (instruction with the schema,
+    "Ok.", the worked example nearest them)."""
     from agentlm.agent.profiles import load_profile
 
     profile = load_profile("hr-assistant")
     try:
-        return profile.opening_messages()
+        return profile.opening_messages(list(questions))
     finally:
         profile.sql_tool.close()  # DuckDB: leave the file to the server's own connections

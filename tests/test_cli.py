@@ -145,13 +145,12 @@ def test_chat_with_an_agent_keeps_the_conversation_until_new(tmp_path):
         result = CliRunner().invoke(app, ["chat", "--profile", "hr-assistant", "--api-url", v1], input=typed)
         assert result.exit_code == 0, result.output
         assert "18 days." in result.output and "Zoe Kowalski." in result.output
-        opening = hr_opening()
         first, second, third = engine.prompts()
-    assert first == [*opening, {"role": "user", "content": q1}]
+    assert first == [*hr_opening(q1), {"role": "user", "content": q1}]
     assert second == [
-        *opening,
+        *hr_opening(q1, q2),
         {"role": "user", "content": q1},
         {"role": "assistant", "content": "Action: Answer\nFinal Answer: 18 days."},
         {"role": "user", "content": q2},
     ]
-    assert third == [*opening, {"role": "user", "content": q3}]  # /new forgot the first two
+    assert third == [*hr_opening(q3), {"role": "user", "content": q3}]  # /new forgot the first two

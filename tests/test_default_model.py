@@ -24,7 +24,7 @@ from agentlm.processes import free_port, start_server, stop
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 # A held-out follow-up (benchmarks/heldout/assistant_questions.jsonl) the default answers right.
-FOLLOW_UP = "hr-follow-used-left"
+FOLLOW_UP = "hr-follow-manager-joined"
 
 
 def _benchmark():

@@ -126,9 +126,11 @@ def test_agent_answers_from_the_database_and_the_run_flows_back_into_training_da
     mine = [r for r in records if r["id"] == trajectory_id]
     assert len(mine) == 1
     turns = mine[0]["conversations"]
-    question_turn = 2 + len(load_profile("hr-assistant").one_shot)  # instruction, "Ok.", 1-shot, question
+    # The instruction, "Ok.", the worked example the run was shown, then the question.
+    example = load_profile("hr-assistant").exemplar_bank.nearest([QUESTION])
+    question_turn = 2 + len(example.messages)
     assert turns[question_turn] == {"from": "human", "loss": None, "value": QUESTION}
-    assert all(t["loss"] is not True for t in turns[:question_turn])  # the 1-shot is never trained on
+    assert all(t["loss"] is not True for t in turns[:question_turn])  # the example is never trained on
     assert turns[-1]["from"] == "gpt" and turns[-1]["loss"] is True and str(expected) in turns[-1]["value"]
 
 

@@ -9,14 +9,31 @@
 #   5. every agent file decontaminated (13-gram) against every evaluation set;
 #   6. the SFT recipe with the gemma-270m-lora preset; the adapter is copied into models/.
 #
-#   bash train/default.sh [WORKDIR]        (default runs/default; about an hour on 2 cores)
+#   bash train/default.sh --recipe [WORKDIR]   the shipped model: two rounds, the second continuing
+#                                              the first's adapter (WORKDIR/round1, round2; about
+#                                              55 min of training on 2 cores)
+#   bash train/default.sh [WORKDIR]            one round with the sizes below (default runs/default)
 #
 # Steps whose output exists are skipped and training resumes from its last checkpoint, so a killed
 # run continues where it stopped. Sizes: ASSISTANT=320 TOOLCALLS=80 DB=60 ETA=0.7 SEED=0 LR=0.0015.
+# ONE_SHOT=fixed (the default) trains every assistant conversation with its profile's fixed worked
+# example, which the SFT recipe then computes once per micro batch; ONE_SHOT=nearest shows each the
+# example the server shows (its exemplar bank's nearest), as served, at about 2.5x the cost a step
+# and several times the memory on 2 cores.
 # FROM=DIR continues the PEFT adapter in DIR (an earlier run's <work>/model/adapter) instead of
 # training new LoRA weights, so a second round on new data starts where the first ended.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "--recipe" ]; then
+    base=${2:-runs/default}
+    # Round 1 teaches the protocols; round 2 adds the kinds round 1 lacked, on other generated
+    # companies (SEED), continuing round 1's adapter.
+    SEED=0 ASSISTANT=320 TOOLCALLS=80 DB=60 ETA=0.7 LR=0.0015 bash "$0" "$base/round1"
+    SEED=1 ASSISTANT=260 TOOLCALLS=30 DB=10 ETA=0.85 LR=0.001 FROM="$base/round1/model/adapter" \
+        bash "$0" "$base/round2"
+    exit
+fi
 
 work=${1:-runs/default}
 PY=${PYTHON:-.venv/bin/python}
@@ -27,6 +44,7 @@ ETA=${ETA:-0.7}
 SEED=${SEED:-0}
 LR=${LR:-0.0015}
 FROM=${FROM:-}
+ONE_SHOT=${ONE_SHOT:-fixed}
 SHARED=${AGENTBENCH:-../shared/agentbench}
 OUT=models/agentlm-gemma-3-270m
 mkdir -p "$work"
@@ -35,8 +53,14 @@ have() { [ -s "$1" ]; }
 
 BASE=$("$PY" -c 'from agentlm.serve.engines.embedded import ensure_embedded_checkpoint as e; print(e())')
 
+step "0. exemplar banks (each run's 1-shot is the nearest worked example; agent/exemplars.py)"
+"$PY" -m agentlm.data.assistant --bank --out agent/profiles --worlds 4 --per-world 150 \
+    --eval benchmarks/heldout/assistant_questions.jsonl benchmarks/heldout/tool_calls.jsonl \
+    $([ -f "$SHARED/dbbench_dev.jsonl" ] && echo "$SHARED/dbbench_dev.jsonl")
+
 step "1-4. data"
-have "$work/assistant.jsonl" || "$PY" -m agentlm.data.assistant --out "$work/assistant.jsonl" --worlds 10 --per-world 100 --seed "$SEED"
+have "$work/assistant.jsonl" || "$PY" -m agentlm.data.assistant --out "$work/assistant.jsonl" --worlds 10 --per-world 100 --seed "$SEED" \
+    --one-shot "$ONE_SHOT"
 have "$work/toolcalls.jsonl" || "$PY" -m agentlm.data.toolcalls --out "$work/toolcalls.jsonl" --examples 400 --seed "$SEED"
 have "$work/db_tasks.jsonl" || "$PY" -m agentlm.data.dbgen --domains train --tasks 300 --seed "$SEED" --out "$work/db_tasks.jsonl"
 have "$work/db_collected.jsonl" || "$PY" -m agentlm.data.collect --tasks "$work/db_tasks.jsonl" \

@@ -431,7 +431,13 @@ class EmbeddedEngine(Engine):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from agentlm.serve.engines.decode import FUSED, LeanDecoder, unsupported
-        from agentlm.serve.engines.kernels import own_weights, pack_linears, weights_dtype
+        from agentlm.serve.engines.kernels import (
+            in_checkpoint_file,
+            lookup_only,
+            own_weights,
+            pack_linears,
+            weights_dtype,
+        )
 
         self.model_id = served_model_name or default_model_id(model)
         # torch's default counts physical cores of the machine, not the CPUs this process may use.
@@ -442,11 +448,17 @@ class EmbeddedEngine(Engine):
             self.model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=weights_dtype(dtype)).eval()
         except OSError as e:
             raise ModelNotFoundError(f"could not load model {model!r}: {e}") from e
-        own_weights(self.model)
+        # The input embedding stays a view of the file while packing decides whether the output
+        # layer (tied to it in Gemma) gets a packed copy of its own; only then is it needed in memory.
+        embedding = self.model.get_input_embeddings().weight
+        own_weights(self.model, leave=(embedding,))
         # The lean step fuses q/k/v and gate/up and times the fused layers itself: left plain here.
         why_not = unsupported(self.model) if decoder == "auto" else "--decoder transformers"
         lean = why_not is None
         packed = pack_linears(self.model, kernels, batch=max_batch_size, leave=FUSED if lean else ())
+        own_weights(self.model, leave=lookup_only(self.model))
+        mapped = in_checkpoint_file(self.model.get_input_embeddings().weight)
+        _return_freed_memory()
         self.decoder = LeanDecoder.build(self.model, kernels, max_batch_size) if lean else None
         config = self.model.config
         if not self.tokenizer.chat_template:
@@ -460,12 +472,13 @@ class EmbeddedEngine(Engine):
         self.max_queue = max_queue
         _return_freed_memory()  # loading, packing and fusing freed hundreds of MB the heap still holds
         log.info(
-            "loaded %s (%s, %s, %d linear layers packed, kernels=%s, %s) in %.1f s",
+            "loaded %s (%s, %s, %d linear layers packed, kernels=%s, embedding %s, %s) in %.1f s",
             self.model_id,
             checkpoint,
             self.model.dtype,
             packed,
             kernels,
+            "read from the checkpoint file" if mapped else "in memory",
             f"lean decode step, {self.decoder.packed} fused layers packed"
             if self.decoder
             else f"transformers' decode step: {why_not or 'the lean step did not check out'}",

@@ -115,7 +115,7 @@ def test_a_follow_up_sees_prompt_then_earlier_turns_then_its_question(profile):
     )
     assert traj.stop_reason == StopReason.ANSWER and traj.final_answer == "Zoe Kowalski."
     assert traj.steps[0].observation == "[('Zoe', 'Kowalski')]"
-    opening = profile.opening_messages()
+    opening = profile.opening_messages([Q1, Q2])
     history = [
         {"role": "user", "content": Q1},
         {"role": "assistant", "content": f"Action: Answer\nFinal Answer: {A1}"},
@@ -160,7 +160,7 @@ def long_history(exchanges: int, size: int = 3000) -> list[dict[str, str]]:
 
 def test_an_overlong_history_forgets_its_oldest_exchanges_and_the_answer_still_comes(profile, caplog):
     history = long_history(4)
-    opening = estimate_tokens([*profile.opening_messages(), {"role": "user", "content": Q2}])
+    opening = estimate_tokens([*profile.opening_messages([Q2]), {"role": "user", "content": Q2}])
     one_exchange = estimate_tokens(history[-2:])
     # Room for the opening, the question, the reply and about one and a half earlier exchanges.
     budget = opening + 384 + one_exchange * 3 // 2

@@ -31,13 +31,13 @@ def test_a_run_queries_then_answers_and_records_everything(profile):
     assert [type(s) for s in steps] == [ActionStep, FinalAnswerStep]
     assert steps[0].tool_call.input == SQL and steps[0].observation == "[(12,)]"
     assert traj.final_answer == "12 people." and traj.stop_reason == StopReason.ANSWER
-    # The model saw the instruction with the schema, "Ok.", the 1-shot example, the task, then its
-    # own step and the result.
+    # The model saw the instruction with the schema, "Ok.", the worked example nearest the task
+    # (the profile's exemplar bank), the task, then its own step and the result.
     second = model.seen[1]
     assert "CREATE TABLE employees" in second[0]["content"] and second[1]["content"] == "Ok."
-    shot = len(profile.one_shot)
-    assert second[2 : 2 + shot] == profile.one_shot
-    assert second[2 + shot]["content"] == "How many people work in People?"
+    example = list(profile.exemplar_bank.nearest(["How many people work in People?"]).messages)
+    assert second[2 : 2 + len(example)] == example
+    assert second[2 + len(example)]["content"] == "How many people work in People?"
     assert second[-1] == {"role": "user", "content": "[(12,)]"}
 
 

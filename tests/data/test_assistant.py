@@ -50,13 +50,20 @@ def test_a_world_shares_no_person_team_or_room_with_the_shipped_sample(world: wo
 
 def test_every_conversation_opens_as_the_profile_does_and_every_reply_parses(world, examples) -> None:
     assert len(examples) == 80
-    openings = {
-        p: [m["content"] for m in load_profile(p).with_database(db).opening_messages()]
+    profiles = {
+        p: load_profile(p).with_database(db)
         for p, db in (("hr-assistant", world.hr_db), ("scheduling-assistant", world.scheduling_db))
     }
     for conv in examples:
-        opening = openings[conv.extra["profile"]]
-        assert [t.content for t in conv.turns[: len(opening)]] == opening
+        profile = profiles[conv.extra["profile"]]
+        messages = conv.messages()
+        assert messages[:2] == profile.opening_messages()[:2]  # the instruction with the schema, "Ok."
+        # Then one of the three worked examples nearest its questions, as the server shows them.
+        bank = profile.exemplar_bank.exemplars
+        shown = next(e for e in bank if messages[2 : 2 + len(e.messages)] == list(e.messages))
+        rest = messages[2 + len(shown.messages) :]
+        questions = [rest[0]["content"]] + ([rest[2]["content"]] if "+" in conv.source else [])
+        assert shown in profile.exemplar_bank.ranked(questions, 3)
         own = [t for t in conv.turns if t.role == "assistant" and t.loss]
         assert own, conv.id
         *actions, answer = own
@@ -112,3 +119,33 @@ def test_the_data_commands_write_their_files(tmp_path: Path) -> None:
     toolcalls.main(["--out", str(tmp_path / "t.jsonl"), "--examples", "5"])
     assert len((tmp_path / "a.jsonl").read_text().splitlines()) == 5
     assert len((tmp_path / "t.jsonl").read_text().splitlines()) == 5
+
+
+def test_a_bank_leaves_out_what_overlaps_an_evaluation_set_and_what_one_company_lacks(tmp_path: Path) -> None:
+    from agentlm.agent.exemplars import ExemplarBank
+    from agentlm.data.assistant import BANK_SKIP, generate_bank
+    from agentlm.data.decontaminate import EvalIndex
+
+    banks = generate_bank(1, 60, tmp_path / "all")
+    records = [r for bank in banks.values() for r in bank]
+    assert records and not any(BANK_SKIP & set(r["kind"].split("+")) for r in records)
+    held_out = records[0]["messages"][0]["content"]  # pretend an evaluation set asks this
+    again = generate_bank(1, 60, tmp_path / "clean", EvalIndex([held_out]))
+    kept = [r for bank in again.values() for r in bank]
+    assert len(kept) < len(records) and held_out not in {r["messages"][0]["content"] for r in kept}
+    for profile, bank in again.items():  # each loads as the profile would load it
+        path = tmp_path / f"{profile}.exemplars.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in bank))
+        assert len(ExemplarBank.load(path).exemplars) == len(bank)
+
+
+def test_fixed_one_shot_data_all_open_with_the_profiles_own_example(tmp_path: Path) -> None:
+    from agentlm.data.assistant import generate
+
+    conversations = generate(1, 12, seed=5, folder=tmp_path, one_shot="fixed")
+    assert conversations
+    for conv in conversations:
+        one_shot = load_profile(conv.extra["profile"]).one_shot
+        assert conv.messages()[2 : 2 + len(one_shot)] == one_shot
+    with pytest.raises(ValueError, match="'nearest' or 'fixed'"):
+        generate(1, 1, seed=5, folder=tmp_path, one_shot="random")

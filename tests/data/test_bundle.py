@@ -28,8 +28,19 @@ from agentlm.data.hr import build_hr_database
 from agentlm.data.hr_tasks import HR_TASKS, HRTask, SQLStep, TaskResultError
 
 DANA = "How many vacation days does Dana Kim have left?"
-ONE_SHOT = load_profile("hr-assistant").one_shot
-Q = 2 + len(ONE_SHOT)  # the question's turn: after the instruction, "Ok." and the 1-shot example
+BANK = load_profile("hr-assistant").exemplar_bank
+
+
+def question_turn(conv: Conversation) -> int:
+    """Where the task's question is: after the instruction, "Ok." and the worked example shown."""
+    return 2 + len(BANK.nearest([_task(conv)]).messages)
+
+
+def _task(conv: Conversation) -> str:
+    return next(t.content for t in conv.turns if t.role == "user" and t.content in QUESTIONS)
+
+
+QUESTIONS = {task.question for task in HR_TASKS}
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +74,14 @@ def test_shape_ids_and_loss_flags(bundled: list[Conversation]):
     for conv in bundled:
         assert conv.source == SOURCE == "bundled/hr-assistant"
         first, ok, *rest = conv.turns
-        shot, (question, *rest) = rest[: len(ONE_SHOT)], rest[len(ONE_SHOT) :]
+        example = list(BANK.nearest([_task(conv)]).messages)
+        shot, (question, *rest) = rest[: len(example)], rest[len(example) :]
         assert (first.role, first.loss, first.content) == ("user", None, instruction)
         assert (ok.role, ok.loss, ok.content) == ("assistant", False, "Ok.")
-        # The profile's 1-shot example, never trained on (AgentInstruct's loss: false on 1-shot turns).
-        assert [{"role": t.role, "content": t.content} for t in shot] == ONE_SHOT
-        assert [t.loss for t in shot] == [None, False] * (len(ONE_SHOT) // 2)
+        # The worked example a run of this question is shown, never trained on (AgentInstruct's
+        # loss: false on 1-shot turns).
+        assert [{"role": t.role, "content": t.content} for t in shot] == example
+        assert [t.loss for t in shot] == [None, False] * (len(example) // 2)
         assert (question.role, question.loss) == ("user", None)
         roles = [t.role for t in rest]
         assert roles == ["assistant", "user"] * (len(rest) // 2) + ["assistant"]
@@ -80,9 +93,10 @@ def test_shape_ids_and_loss_flags(bundled: list[Conversation]):
 def test_every_observation_and_answer_is_the_databases(bundled: list[Conversation], tool: SQLTool):
     """Re-run each trajectory's SQL: observations are the tool's output, answers state the rows."""
     for conv, task in zip(bundled, HR_TASKS, strict=True):
-        assert conv.turns[Q].content == task.question
+        q = question_turn(conv)
+        assert conv.turns[q].content == task.question
         last_sql = None
-        for reply, observation in zip(conv.turns[Q + 1 : -1 : 2], conv.turns[Q + 2 :: 2], strict=True):
+        for reply, observation in zip(conv.turns[q + 1 : -1 : 2], conv.turns[q + 2 :: 2], strict=True):
             action = parse_db_reply(reply.content).action
             assert isinstance(action, ToolCall), f"{conv.id}: {reply.content}"
             assert observation.content == tool.invoke(action.input), conv.id
@@ -106,7 +120,7 @@ def test_dana_kim_task_states_her_remaining_vacation_days(bundled: list[Conversa
         "SELECT sum(entitled_days) - sum(used_days) FROM leave_balances WHERE leave_type = 'vacation' "
         "AND year = 2026 AND employee_id IN (SELECT employee_id FROM employees WHERE email = 'dana.kim@example.com')"
     )
-    (conv,) = [c for c in bundled if c.turns[Q].content == DANA]
+    (conv,) = [c for c in bundled if c.turns[question_turn(c)].content == DANA]
     assert conv.turns[-1].content.endswith(f"Final Answer: Dana Kim has {left} vacation days left in 2026.")
 
 
@@ -152,8 +166,9 @@ def test_replaying_a_bundled_trajectory_through_the_agent_gives_the_same_convers
 
     try:
         for conv in bundled:
-            replies = [t.content for t in conv.turns[Q + 1 :] if t.role == "assistant"]
-            traj = Agent(Replay(replies), profile).run(conv.turns[Q].content, conv.id)
+            q = question_turn(conv)
+            replies = [t.content for t in conv.turns[q + 1 :] if t.role == "assistant"]
+            traj = Agent(Replay(replies), profile).run(conv.turns[q].content, conv.id)
             assert traj.stop_reason == StopReason.ANSWER
             replayed = conversation_from_trajectory(traj)
             assert replayed.turns == conv.turns, conv.id

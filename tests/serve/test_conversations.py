@@ -88,7 +88,7 @@ def test_a_follow_up_question_sees_the_first_question_and_answer(live: Live, eng
     # What the model saw first: the profile's opening, the earlier turn in the database protocol
     # (the answer the user read, as the "Final Answer" reply the model writes), then the question.
     prompt = engine.prompts()[0]
-    opening = hr_opening()
+    opening = hr_opening(Q1, Q2)
     history = [
         {"role": "user", "content": Q1},
         {"role": "assistant", "content": "Action: Answer\nFinal Answer: Dana Kim has 18 vacation days left."},
@@ -137,7 +137,6 @@ def test_a_conversation_the_agent_cannot_continue_is_400_naming_the_message(
 def test_an_overlong_conversation_forgets_its_oldest_exchanges_and_still_answers(
     live: Live, engine: ScriptedEngine
 ) -> None:
-    opening = sum(len(m["content"]) for m in hr_opening())
     exchanges = [
         [
             {"role": "user", "content": f"Question {i}: " + "w" * 2000},
@@ -145,6 +144,7 @@ def test_an_overlong_conversation_forgets_its_oldest_exchanges_and_still_answers
         ]
         for i in range(3)
     ]
+    opening = sum(len(m["content"]) for m in hr_opening(*(e[0]["content"] for e in exchanges), Q2))
     # The engine's window holds the opening, the question and one earlier exchange, not two.
     engine.context_chars = opening + len(Q2) + 2000 + 500
     engine.script(answer("Zoe Kowalski."))

@@ -36,7 +36,9 @@ def test_each_question_carries_the_conversation_until_a_new_one_starts(monkeypat
         shown = [[md.value for md in m.markdown] for m in at.chat_message]
         assert len(shown) == 4 and "Dana Kim has 18 vacation days left." in shown[1]
         assert "Zoe Kowalski." in shown[3]
-        opening = hr_opening()
+        opening = hr_opening(
+            "How many vacation days does Dana Kim have left?", "And who is that person's manager?"
+        )
         (prompt,) = engine.prompts()
         assert prompt == [
             *opening,
@@ -53,4 +55,7 @@ def test_each_question_carries_the_conversation_until_a_new_one_starts(monkeypat
         engine.script(answer("10 people work in Sales."))
         at.chat_input[0].set_value("How many people work in Sales?").run()
         (prompt,) = engine.prompts()
-        assert prompt == [*opening, {"role": "user", "content": "How many people work in Sales?"}]
+        assert prompt == [
+            *hr_opening("How many people work in Sales?"),
+            {"role": "user", "content": "How many people work in Sales?"},
+        ]
