@@ -6,8 +6,10 @@ of worked examples (``exemplars: hr-assistant.exemplars.jsonl`` beside the profi
 shows the one whose questions are most like the conversation's, in place of the fixed ``one_shot``.
 The examples come from generated companies (``agentlm data assistant --bank``): the same schema,
 other people, rooms and numbers, so the model learns to follow the example's steps, not to copy its
-values. Training conversations are built with the same choice (``data/assistant.py``), so the model
-is trained on what it is served.
+values. Training conversations can show the same choice (``agentlm data assistant --one-shot
+nearest``) or the profile's fixed example (``fixed``), which the SFT recipe computes once for many
+conversations: the shipped default was trained that way on the CPU and still follows the nearest
+example much better than the fixed one (docs/results.md).
 
 Similarity is TF-IDF cosine over word unigrams and bigrams of the questions (earlier questions of
 a follow-up included): it needs no model, takes well under a millisecond over a few hundred
@@ -88,12 +90,7 @@ class ExemplarBank:
                     "'messages' (a list of role/content messages)"
                 ) from e
             roles = [m["role"] for m in messages]
-            if (
-                not roles
-                or roles[0] != "user"
-                or roles[-1] != "assistant"
-                or set(roles) - {"user", "assistant"}
-            ):
+            if not roles or len(roles) % 2 or roles != ["user", "assistant"] * (len(roles) // 2):
                 raise ExemplarError(
                     f"{path} line {n}: an exemplar's messages alternate user and assistant, starting with "
                     "the user's question and ending with the assistant's answer"
