@@ -165,7 +165,13 @@ def packing_available() -> bool:
 class PackedLinear(nn.Module):
     """``nn.Linear`` with its weight held in oneDNN's packed layout (no plain ``.weight``)."""
 
-    def __init__(self, linear: nn.Linear | None = None, *, weight: torch.Tensor | None = None, bias=None):
+    def __init__(
+        self,
+        linear: nn.Linear | None = None,
+        *,
+        weight: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
+    ):
         super().__init__()
         if linear is not None:
             weight, bias = linear.weight, linear.bias
