@@ -774,7 +774,6 @@ def generate(
     per_world: int,
     seed: int,
     folder: Path,
-    profiles: dict[str, Profile] | None = None,
     one_shot: str = "nearest",
 ) -> list[Conversation]:
     """Conversations over `worlds` generated companies. `one_shot`: "nearest" shows each the
@@ -783,10 +782,9 @@ def generate(
     opening once per micro batch: about 2.5x the conversations per hour on the CPU)."""
     if one_shot not in ("nearest", "fixed"):
         raise ValueError(f"one_shot must be 'nearest' or 'fixed', not {one_shot!r}")
-    if profiles is None:
-        profiles = {p: load_profile(p) for p in PROFILES}
-        if one_shot == "fixed":
-            profiles = {p: profile.model_copy(update={"exemplars": None}) for p, profile in profiles.items()}
+    profiles = {p: load_profile(p) for p in PROFILES}
+    if one_shot == "fixed":
+        profiles = {p: profile.model_copy(update={"exemplars": None}) for p, profile in profiles.items()}
     rng = random.Random(seed)
     out = []
     for w in range(worlds):
@@ -815,11 +813,10 @@ def generate_bank(
     questions overlaps an evaluation task (`evals`) is left out, as training data is: every
     training conversation and every served run shows one.
     """
-    profiles = {p: load_profile(p).model_copy(update={"exemplars": None}) for p in PROFILES}
-    opening = {p: len(profile.opening_messages()) for p, profile in profiles.items()}
+    opening = {p: len(load_profile(p).opening_messages()) for p in PROFILES}  # with the fixed example
     banks: dict[str, list[dict]] = {p: [] for p in PROFILES}
     seen: set[str] = set()
-    for c in generate(worlds, per_world, BANK_SEED, folder, profiles):
+    for c in generate(worlds, per_world, BANK_SEED, folder, one_shot="fixed"):
         profile, kind = c.extra["profile"], c.source.removeprefix("assistant/")
         if BANK_SKIP & set(kind.split("+")):
             continue
