@@ -107,8 +107,22 @@ def _fuse(modules: list[nn.Module]) -> nn.Module:
     return fused
 
 
+class _FusedMLP(nn.Module):
+    """A transformers MLP whose gate and up run as the decode step's one fused product, so prefill
+    reads the fused layer's (packed) copy of the weights and the plain ones can be freed."""
+
+    def __init__(self, gate_up: nn.Module, down: nn.Module, act: nn.Module):
+        super().__init__()
+        self.gate_up, self.down_proj, self.act_fn = gate_up, down, act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, -1)
+        return self.down_proj(self.act_fn(gate) * up)
+
+
 @dataclass
 class _Layer:
+    block: nn.Module  # transformers' decoder layer
     qkv: nn.Module  # -> [rows, (heads + 2 kv_heads) * head_dim]
     o: nn.Module
     gate_up: nn.Module  # -> [rows, 2 * intermediate]
@@ -154,6 +168,7 @@ class LeanDecoder:
                 qk_norm = torch.cat([q_norm, norm(attn.k_norm).expand(self.kv_heads, -1)])
             self.layers.append(
                 _Layer(
+                    block=layer,
                     qkv=_fuse([attn.q_proj, attn.k_proj, attn.v_proj]),
                     o=attn.o_proj,
                     gate_up=_fuse([mlp.gate_proj, mlp.up_proj]),
@@ -212,8 +227,9 @@ class LeanDecoder:
         ``choose_packed`` finds their shape faster packed for 1 and `batch` rows); returns how
         many. A fused layer is a shape of its own: on a Xeon, gate and up packed as two 2048x640
         layers tie with MKL, while one 4096x640 layer packed is about 1.25x as fast (as fast for
-        one row, 1.6x for eight). A packed fused layer holds its own copy of the weights, since
-        prefill (transformers) reads the plain ones: Gemma 3 270M's gate/up, 189 MB in float32."""
+        one row, 1.6x for eight). A packed gate/up also serves prefill (``_FusedMLP`` in place of
+        transformers' MLP), so the plain weights are freed: Gemma 3 270M's, 189 MB in float32. A
+        packed q/k/v holds a copy of its own, since transformers' attention reads q, k and v apart."""
         if kernels == "plain" or not packing_available():
             return 0
         fused = [
@@ -231,6 +247,8 @@ class LeanDecoder:
         ]
         for (layer, name, _), module in chosen:
             setattr(layer, name, module)
+            if name == "gate_up":  # prefill too: the plain gate and up weights are then unused
+                layer.block.mlp = _FusedMLP(module, layer.down, layer.act)
         self.packed = len(chosen)
         return self.packed
 

@@ -629,6 +629,10 @@ class EmbeddedEngine(Engine):
                     running = [running[i] for i in alive]
                 if running:
                     running = self._step(batch, running)
+                    if not running and not waiting:
+                        # Idle again: hand back what the finished requests' caches, prompts and
+                        # grammars freed, so the heap does not creep from one burst to the next.
+                        _return_freed_memory()
                 self.running = len(running)
         for seq in [*running, *(seq for seq, _ in waiting)]:
             seq.job.emit(EngineError("the engine is shut down"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import random
 from pathlib import Path
@@ -16,7 +17,7 @@ from agentlm.agent.toolcalls import parse_tool_calls
 from agentlm.agent.trajectory import ToolCall
 from agentlm.data import hr, worlds
 from agentlm.data.assistant import build_examples
-from agentlm.data.toolcalls import POOL, generate
+from agentlm.data.toolcalls import generate
 
 
 @pytest.fixture(scope="module")
@@ -91,12 +92,11 @@ def test_the_data_covers_follow_ups_refusals_and_writes(examples) -> None:
 
 
 def test_tool_calls_parse_to_offered_functions_with_arguments_valid_for_their_schema() -> None:
-    examples = generate(120, seed=3)
-    calls = 0
+    examples = generate(150, seed=3)
+    calls, spellings = 0, collections.defaultdict(set)
     for conv in examples:
-        offered = {
-            t["function"]["name"] for t in POOL.values() if t["function"]["name"] in conv.turns[0].content
-        }
+        offered = {t["function"]["name"]: t["function"] for t in conv.extra["tools"]}
+        assert all(f'"{name}"' in conv.turns[0].content for name in offered)  # described to the model
         for turn in conv.turns:
             if turn.role != "assistant" or "<tool_call>" not in turn.content:
                 continue
@@ -105,11 +105,35 @@ def test_tool_calls_parse_to_offered_functions_with_arguments_valid_for_their_sc
             for call in parsed:
                 name, args = call["function"]["name"], json.loads(call["function"]["arguments"])
                 assert name in offered
-                jsonschema.validate(args, POOL[name]["function"]["parameters"])
+                jsonschema.validate(args, offered[name]["parameters"])
+                assert set(offered[name]["parameters"]["required"]) <= set(args)
+                spellings[tuple(sorted(args))].add(name)
                 calls += 1
         assert conv.turns[-1].role == "assistant" and "<tool_call>" not in conv.turns[-1].content
-    assert calls > 100
+    assert calls > 150
     assert any("<tool_call>" not in t.content for c in examples for t in c.turns[2:3])  # some need no call
+    # The same concept comes under several names and parameter names, so the schema must be read.
+    leave = [names for keys, names in spellings.items() if any("type" in k or k == "reason" for k in keys)]
+    assert len(leave) > 3 and len(set().union(*leave)) > 3
+
+
+def test_tool_call_requests_are_worded_as_people_write_and_answered_in_the_declared_format() -> None:
+    examples = generate(400, seed=4)
+    requests = [c.turns[1].content for c in examples]
+    assert any(r == r.lower() and any(ch.isalpha() for ch in r) for r in requests)  # typed in lower case
+    assert any("pm" in r for r in requests)  # times on the 12-hour clock ...
+    times = [
+        v
+        for c in examples
+        for t in c.turns
+        if t.role == "assistant" and "<tool_call>" in t.content
+        for call in parse_tool_calls(t.content)[1]
+        for v in json.loads(call["function"]["arguments"]).values()
+        if isinstance(v, str) and v.startswith("2026-") and " " in v
+    ]
+    assert times and all(len(v) == 16 and v[13] == ":" for v in times)  # ... become 'YYYY-MM-DD HH:MM'
+    kinds = [sum("<tool_call>" in t.content for t in c.turns if t.role == "assistant") for c in examples]
+    assert kinds.count(0) > 40 and sum(k >= 2 for k in kinds) > 60  # no call, and chained or follow-up calls
 
 
 def test_the_data_commands_write_their_files(tmp_path: Path) -> None:

@@ -106,7 +106,6 @@ def test_packed_layers_are_called_as_they_are() -> None:
 @pytest.mark.skipif(not packing_available(), reason="this torch build has no oneDNN")
 def test_fused_layers_are_packed_by_their_own_timing(monkeypatch: pytest.MonkeyPatch) -> None:
     from agentlm.serve.engines import kernels
-    from agentlm.serve.engines.kernels import PackedLinear
 
     def layouts(decoder: LeanDecoder) -> list[tuple[str, str]]:
         return [(type(layer.qkv).__name__, type(layer.gate_up).__name__) for layer in decoder.layers]
@@ -115,11 +114,19 @@ def test_fused_layers_are_packed_by_their_own_timing(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(kernels, "packed_speedups", lambda *a, **k: {(64, 128): 1.05, (64, 256): 1.5})
     auto = LeanDecoder.build(build_tiny_gemma(), kernels="auto")
     assert auto is not None and layouts(auto) == [("Linear", "PackedLinear")] * 2 and auto.packed == 2
-    everything = LeanDecoder.build(model := build_tiny_gemma(), kernels="packed")
+    model = build_tiny_gemma()
+    ids = torch.randint(0, 128, (2, 9))
+    with torch.inference_mode():
+        before = model(input_ids=ids).logits
+    everything = LeanDecoder.build(model, kernels="packed")
     assert everything is not None and layouts(everything) == [("PackedLinear", "PackedLinear")] * 2
-    assert not any(isinstance(m, PackedLinear) for m in model.modules())  # prefill's stay plain
+    # Prefill's q, k and v stay plain; its MLP runs the packed gate/up, the plain weights gone.
+    attn, mlp = model.model.layers[0].self_attn, model.model.layers[0].mlp
+    assert type(attn.q_proj) is torch.nn.Linear and not hasattr(mlp, "gate_proj")
+    assert mlp.gate_up is everything.layers[0].gate_up
     with torch.inference_mode():
         assert everything.check() < 1e-5
+        torch.testing.assert_close(model(input_ids=ids).logits, before, atol=1e-5, rtol=1e-4)
     assert layouts(LeanDecoder.build(build_tiny_gemma(), kernels="plain")) == [("Linear", "Linear")] * 2  # type: ignore[arg-type]
 
 
