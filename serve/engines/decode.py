@@ -220,7 +220,15 @@ class LeanDecoder:
                 error,
             )
             return None
+        decoder.share_with_prefill()
         return decoder
+
+    def share_with_prefill(self) -> None:
+        """Run transformers' MLPs (prefill) through the packed fused gate/up layers, so the plain
+        weights are freed. Called once the decode step checked out against transformers' own."""
+        for layer in self.layers:
+            if type(layer.gate_up) is not nn.Linear and not isinstance(layer.gate_up, _Concat):
+                layer.block.mlp = _FusedMLP(layer.gate_up, layer.down, layer.act)
 
     def pack(self, kernels: str, batch: int) -> int:
         """Pack the fused q/k/v and gate/up layers where `kernels` says so ("auto": where
@@ -247,8 +255,6 @@ class LeanDecoder:
         ]
         for (layer, name, _), module in chosen:
             setattr(layer, name, module)
-            if name == "gate_up":  # prefill too: the plain gate and up weights are then unused
-                layer.block.mlp = _FusedMLP(module, layer.down, layer.act)
         self.packed = len(chosen)
         return self.packed
 
