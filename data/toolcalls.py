@@ -23,10 +23,12 @@ import argparse
 import json
 import random
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from agentlm.agent.toolcalls import format_tool_calls, format_tool_responses, system_with_tools
+from agentlm.data.assistant import _clock
 from agentlm.data.formats import Conversation, Turn, write_jsonl
 from agentlm.data.tool_pool import LEAVE_TYPES, POOL, Function, realise
 from agentlm.data.worlds import DEPARTMENTS, FIRST, LAST, ROOMS
@@ -55,30 +57,20 @@ def _day(rng: random.Random) -> str:
     return f"2026-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
 
 
-MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
-          "October", "November", "December")  # fmt: skip
-
-
 def _day_said(rng: random.Random, day: str) -> str:
     if rng.random() < 0.75:
         return day
-    _, m, d = day.split("-")
-    return (
-        f"{MONTHS[int(m) - 1]} {int(d)}, 2026"
-        if rng.random() < 0.5
-        else f"{int(d)} {MONTHS[int(m) - 1]} 2026"
-    )
+    d = date.fromisoformat(day)
+    return f"{d:%B} {d.day}, {d.year}" if rng.random() < 0.5 else f"{d.day} {d:%B} {d.year}"
 
 
 def _hour_said(rng: random.Random, h: int) -> str:
-    if rng.random() < 0.7:
-        return f"{h:02d}:00"
-    return f"{h - 12 if h > 12 else h}{'pm' if h >= 12 else 'am'}"
+    return f"{h:02d}:00" if rng.random() < 0.7 else _clock(h, 0)
 
 
 @dataclass
 class Example:
-    """What one example needs: the functions offered, the request, then rounds of calls and results."""
+    """One exchange: the request, rounds of calls with their results, the answer, and the functions it calls."""
 
     request: str
     rounds: list[list[dict[str, Any]]] = field(default_factory=list)  # calls per round
