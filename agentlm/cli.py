@@ -425,9 +425,13 @@ def tasks_verify(
         Path, typer.Argument(help="A task file: AgentBench dbbench JSONL or os_interaction JSON.")
     ],
     env: Annotated[str | None, typer.Option(help="'db' or 'os' (default: from the file).")] = None,
-    script_dir: Annotated[
+    scripts: Annotated[
         Path | None,
-        typer.Option(help="OS tasks: a folder with AgentBench's check/, example/ and init/ scripts."),
+        typer.Option(
+            "--scripts",
+            help="OS tasks: AgentBench's scripts folder for this task file (its check/, example/ and "
+            "init/); default: found beside the file in AgentBench's layout",
+        ),
     ] = None,
 ) -> None:
     """Run every task's reference solution in its environment and print its reward.
@@ -436,13 +440,10 @@ def tasks_verify(
     Data construction keeps only tasks whose reference solution passes its own evaluation. Exits
     with 1 when a task that can run here fails.
     """
-    from agentlm.agent.envs import TaskFileError, detect_environment, get_environment
+    from agentlm.agent.envs import TaskFileError, environment_for
 
     try:
-        name = env or detect_environment(file)
-        if script_dir is not None and name != "os":
-            _fail("--script-dir is for OS task files")
-        environment = get_environment(name, **({"script_dir": script_dir} if script_dir else {}))
+        environment = environment_for(file, env, scripts)
         tasks = environment.load(file)
     except (TaskFileError, ValueError) as e:
         _fail(str(e))

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentlm.agent.envs import detect_environment, get_environment
+from agentlm.agent.envs import environment_for
 from agentlm.agent.envs.base import Environment, EnvTask, Episode
 from agentlm.agent.loop import Agent, AgentConfig
 from agentlm.agent.models import ChatModel, Completion, GenerationParams, OpenAIChatModel
@@ -252,6 +252,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", required=True, help="AgentBench DB (JSONL) or OS (JSON) task file")
     parser.add_argument("--out", required=True, help="AgentInstruct-format JSONL to append to")
     parser.add_argument("--env", choices=["db", "os"], help="default: from the task file")
+    parser.add_argument(
+        "--scripts", type=Path, help="OS tasks: AgentBench's scripts folder (default: beside the file)"
+    )
     parser.add_argument("--teacher", default="scripted", help="'scripted', or a model id at --base-url")
     parser.add_argument("--base-url", help="the teacher's OpenAI-compatible endpoint")
     parser.add_argument("--api-key", default="EMPTY")
@@ -262,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.teacher != "scripted" and not args.base_url:
         parser.error("a model teacher needs --base-url (its OpenAI-compatible endpoint)")
-    environment = get_environment(args.env or detect_environment(args.tasks))
+    environment = environment_for(args.tasks, args.env, args.scripts)
     tasks = environment.load(args.tasks)
     factory = (
         scripted_teacher

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(bubblewrap)
+APT_PACKAGES=(bubblewrap mmdebstrap)
 PYTHON=${PYTHON:-python3}
 
 missing=()

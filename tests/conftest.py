@@ -9,6 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest  # noqa: E402
+from tasksystems import task_systems  # noqa: E402, F401  (the fixture behind `needs_system`)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -16,6 +17,9 @@ def agentlm_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Keep every test's model cache, databases and store out of the user's ~/.agentlm."""
     home = tmp_path_factory.mktemp("agentlm-home")
     old = os.environ.get("AGENTLM_HOME")
+    # The OS tasks' image is a read-only cache of a few hundred MB: shared with the user's, not rebuilt.
+    user_home = Path(old or Path.home() / ".agentlm").expanduser()
+    os.environ.setdefault("AGENTLM_OS_IMAGES", str(user_home / "os-images"))
     os.environ["AGENTLM_HOME"] = str(home)
     yield home
     if old is None:

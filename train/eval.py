@@ -29,7 +29,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from agentlm.agent.envs import detect_environment, get_environment
+from agentlm.agent.envs import detect_environment, environment_for
 from agentlm.agent.loop import Agent, AgentConfig
 from agentlm.agent.models import GenerationParams, OpenAIChatModel
 from agentlm.data.formats import read_jsonl
@@ -41,6 +41,8 @@ class EvalRow:
     tasks: dict[str, float] = field(default_factory=dict)  # task file stem -> success rate
     mc_accuracy: float | None = None
     perplexity: float | None = None
+    # task file stem -> AgentBench's task type (dbbench: SELECT, INSERT, counting, ...) -> success rate
+    by_type: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def bundled(name: str) -> Path:
@@ -55,14 +57,16 @@ def agent_success(
     parallel: int = 8,
     max_rounds: int | None = None,
     runs_out: Path | None = None,
-) -> float:
-    """The share of runnable tasks in `task_file` the model solves (reward >= 1).
+    scripts: Path | None = None,
+) -> tuple[float, dict[str, float]]:
+    """The share of runnable tasks in `task_file` the model solves (reward >= 1), overall and by
+    the task type AgentBench reports (a dbbench record's ``type``; OS tasks have none).
 
     Tasks run ``parallel`` at a time, each in its own episode; the server batches their requests.
     With ``runs_out``, every run is written there (JSONL: task id, reward, trajectory), to read
     what the model did.
     """
-    env = get_environment(detect_environment(task_file))
+    env = environment_for(task_file, scripts=scripts if detect_environment(task_file) == "os" else None)
     tasks = [t for t in env.load(task_file) if not t.unsupported][:limit]
     if not tasks:
         raise ValueError(f"{task_file}: no task that can run here")
@@ -82,7 +86,22 @@ def agent_success(
         with runs_out.open("w") as f:
             for task, (reward, traj) in zip(tasks, results, strict=True):
                 f.write(json.dumps({"task": task.id, "reward": reward, "trajectory": traj.to_dict()}) + "\n")
-    return sum(reward >= 1.0 for reward, _ in results) / len(tasks)
+    solved = [reward >= 1.0 for reward, _ in results]
+    by_type: dict[str, list[bool]] = {}
+    for task, ok in zip(tasks, solved, strict=True):
+        kind = task_type(task.raw)
+        if kind:
+            by_type.setdefault(kind, []).append(ok)
+    return sum(solved) / len(tasks), {k: sum(v) / len(v) for k, v in sorted(by_type.items())}
+
+
+def task_type(record: dict[str, Any]) -> str | None:
+    """AgentBench's type of a task record: dbbench's first ``type`` ("SELECT", "counting",
+    "aggregation-SUM", "INSERT", ...), as its results table groups them; None for OS tasks."""
+    kind = record.get("type")
+    if isinstance(kind, list):
+        kind = kind[0] if kind else None
+    return str(kind) if kind else None
 
 
 def _load(checkpoint: str) -> tuple[Any, Any]:
@@ -152,6 +171,7 @@ def evaluate(
     parallel: int = 8,
     max_rounds: int | None = None,
     runs_dir: Path | None = None,
+    scripts: Path | None = None,
 ) -> list[EvalRow]:
     from agentlm.processes import free_port, start_server, stop
 
@@ -171,9 +191,11 @@ def evaluate(
                     model = OpenAIChatModel(_served_id(base), base)
                 for path in task_files:
                     runs_out = runs_dir / f"{Path(name).name}-{path.stem}.jsonl" if runs_dir else None
-                    row.tasks[path.stem] = agent_success(
-                        model, path, limit, max_tokens, parallel, max_rounds, runs_out
+                    row.tasks[path.stem], kinds = agent_success(
+                        model, path, limit, max_tokens, parallel, max_rounds, runs_out, scripts
                     )
+                    if kinds:
+                        row.by_type[path.stem] = kinds
             if general and not url:
                 lm, tokenizer = _load(name)
                 row.mc_accuracy = mc_accuracy(lm, tokenizer)
@@ -197,6 +219,16 @@ def table(rows: list[EvalRow]) -> str:
         cells.append(f"{r.mc_accuracy:.1%}" if r.mc_accuracy is not None else "-")
         cells.append(f"{r.perplexity:.2f}" if r.perplexity is not None else "-")
         lines.append(" | ".join(cells))
+    for stem in sorted({s for r in rows for s in r.by_type}):  # AgentBench's per-type rows
+        kinds = sorted({k for r in rows for k in r.by_type.get(stem, {})})
+        lines += [
+            "",
+            " | ".join([f"{stem} by type", *kinds]),
+            " | ".join("---" for _ in range(len(kinds) + 1)),
+        ]
+        for r in rows:
+            cells = [f"{r.by_type[stem][k]:.1%}" if k in r.by_type.get(stem, {}) else "-" for k in kinds]
+            lines.append(" | ".join([r.model, *cells]))
     return "\n".join(lines)
 
 
@@ -235,6 +267,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--parallel", type=int, default=8, help="agent tasks run at once")
     parser.add_argument("--runs", type=Path, help="write every agent run here (MODEL-TASKFILE.jsonl)")
+    parser.add_argument(
+        "--scripts", type=Path, help="OS task files: AgentBench's scripts folder (default: beside each file)"
+    )
     parser.add_argument("--no-general", action="store_true", help="skip multiple choice and perplexity")
     parser.add_argument("--json", type=Path, help="write the rows as JSON here")
     parser.add_argument("--plot", type=Path, help="write a bar chart PNG here")
@@ -248,6 +283,7 @@ def main(argv: list[str] | None = None) -> None:
         args.parallel,
         args.max_rounds,
         args.runs,
+        args.scripts,
     )
     print(table(rows))
     if args.json:

@@ -23,6 +23,17 @@ def get_environment(name: str, **options: Any) -> Environment:
     return getattr(importlib.import_module(module), cls)(**options)
 
 
+def environment_for(
+    path: str | Path, name: str | None = None, scripts: str | Path | None = None
+) -> Environment:
+    """The environment for a task file: `name` or detected from the file; `scripts` is AgentBench's
+    scripts folder for OS task files (found beside the file when not given)."""
+    name = name or detect_environment(path)
+    if scripts is not None and name != "os":
+        raise ValueError(f"--scripts is for OS task files; {path} holds {name} tasks")
+    return get_environment(name, **({"scripts": scripts} if scripts is not None else {}))
+
+
 def detect_environment(path: str | Path) -> str:
     """Which environment a task file is for, from its first record (dbbench records have a table)."""
     path = Path(path)
@@ -32,12 +43,13 @@ def detect_environment(path: str | Path) -> str:
     except OSError as e:
         raise TaskFileError(f"{path}: cannot read the task file ({e.strerror})") from e
     try:
-        if text.startswith("["):
-            first = json.loads(path.read_text(encoding="utf-8"))[0]
-        else:
+        try:  # a JSON list, or one task as a JSON object (AgentBench's os_4 files)
+            whole = json.loads(path.read_text(encoding="utf-8"))
+            first = whole[0] if isinstance(whole, list) else whole
+        except ValueError:  # JSONL: one task a line
             first = json.loads(text.splitlines()[0])
     except (ValueError, IndexError) as e:
-        raise TaskFileError(f"{path}: not a JSON list or JSONL file of tasks ({e})") from e
+        raise TaskFileError(f"{path}: not a JSON list, JSON object or JSONL file of tasks ({e})") from e
     if isinstance(first, dict) and "table" in first:
         return "db"
     if isinstance(first, dict) and "evaluation" in first:

@@ -34,6 +34,7 @@ class EnvTask:
     description: str
     raw: dict[str, Any]  # the record as the file has it
     unsupported: str | None = None  # why this task cannot run here, when it cannot
+    source: Path | None = None  # the task file it was read from (OS: its scripts folder is beside it)
 
 
 class Episode(ABC):

@@ -7,18 +7,17 @@ agent starts); ``start`` (bash run in the agent's own shell first, e.g. a backgr
 ``{"regex"}``) or ``check`` (scripts run in order with ``[answer, outputs of the earlier
 scripts...]``; ``null`` means the task's ``example`` script; the task passes when all exit 0).
 
-Where AgentBench used a root shell in a Docker container, each episode here gets a
-``ShellSession``: an unprivileged bash in a bubblewrap sandbox with a writable ``/root`` (the
-working directory) and ``/home``. Differences, on purpose:
+As in AgentBench, each episode runs as root in a system of its own (``TaskSystem``: a
+copy-on-write Debian userland like AgentBench's Ubuntu image, in user, mount, pid, network, ipc
+and uts namespaces): init scripts, the start script, the agent's shell and the checks all run
+there, and it is thrown away afterwards. Differences:
 
-- Checks never run where the agent acted. ``reward`` builds a fresh world (new sandbox, the same
-  init and start) and runs the example script there; the standard checkers (integer-match,
-  string-match, size-match) run natively in Python on the host. AgentBench ran both in the agent's
-  container, which the agent could have changed.
-- Tasks that need root or files this repository does not have are marked ``unsupported`` at load
-  time with the reason: init code that manages users or ownership (useradd, chown, su...), writes
-  outside /root, /home and /tmp, or names a script file (``init/*.sh``, ``check/0.sh``...) that is
-  not shipped with the task file (pass ``script_dir`` to use AgentBench's script folder).
+- The standard checkers (integer-match, string-match, size-match) run natively in Python on the
+  host; other check scripts run in the task's system, as AgentBench ran them.
+- Script files (``init/*.sh``, ``check/0.sh``...) are read from AgentBench's scripts folder for
+  the task file (``scripts``, or found beside it: ``default_scripts``); a task that names one
+  not there, or that needs the internet (``apt install`` in its init), is marked ``unsupported``
+  at load time with the reason.
 - size-match compares sizes as byte counts (``4.0K`` = ``4K`` = ``4096``, and a byte count that
   ``du -h`` would print as the expected text matches it); AgentBench's script only took integers.
 """
@@ -37,7 +36,9 @@ from typing import Any, Literal
 
 from agentlm.agent.envs.base import Environment, EnvTask, Episode, Setup, TaskFileError
 from agentlm.agent.protocols import os_opening, os_task
-from agentlm.agent.tools.shell import CommandResult, SandboxLimits, ShellSession, ShellSettings, ShellTool
+from agentlm.agent.tools.osimage import ImageSpec, ensure_image
+from agentlm.agent.tools.shell import SandboxLimits, ShellSession, ShellSettings, ShellTool
+from agentlm.agent.tools.tasksystem import TaskSystem
 
 log = logging.getLogger(__name__)
 
@@ -151,45 +152,21 @@ class OSTask:
     example: Script | None
 
 
-# Commands that need root (or a real login system) inside the box.
-_ROOT_COMMANDS = re.compile(
-    r"(?:^|[\s;&|(`])(useradd|userdel|usermod|adduser|deluser|groupadd|groupdel|groupmod|addgroup|gpasswd|"
-    r"chpasswd|passwd|chown|chgrp|su|sudo|visudo|apt|apt-get|dpkg|mount|umount|systemctl|service|"
-    r"setcap|chroot)(?=\s|$|;|&)",
+# Init and example code that fetches from the internet: a task system has no network.
+_NEEDS_INTERNET = re.compile(
+    r"(?:^|[\s;&|(`])((?:apt|apt-get|aptitude) +(?:-\S+ +)*install|pip3? +install|npm +install|"
+    r"git +clone|(?:curl|wget)\b[^\n;&|]*\bhttps?://(?!localhost|127\.|\[::1\]))",
     re.M,
 )
-_WRITE_TARGET = re.compile(r">>?\s*([^\s;&|<>()]+)")
-_WRITE_COMMAND = re.compile(
-    r"(?:^|[\s;&|(])(mkdir|touch|cp|mv|tee|ln|rm|install|chmod|truncate)\s+([^;&|\n]*)", re.M
-)
-_LAST_ARG_WRITTEN = {"cp", "mv", "ln", "install"}  # the others write every path they are given
-_PY_WRITE = re.compile(r"open\(\s*['\"]([^'\"]+)['\"]\s*,\s*['\"][wax]")
-_WRITABLE = ("/root", "/home", "/tmp", "/dev/null", "/dev/stdout", "/dev/stderr")
 
 
-def _outside_writable(code: str) -> str | None:
-    """The first absolute path outside /root, /home and /tmp that `code` writes to, if any."""
-    paths = _WRITE_TARGET.findall(code) + _PY_WRITE.findall(code)
-    for command, args in _WRITE_COMMAND.findall(code):
-        operands = [a for a in args.split() if not a.startswith("-")]
-        paths += operands[-1:] if command in _LAST_ARG_WRITTEN else operands
-    for path in paths:
-        path = path.strip("'\"")
-        if path.startswith("/") and not any(path == w or path.startswith(w + "/") for w in _WRITABLE):
-            return path
-    return None
-
-
-def _needs_root(script: Script) -> str | None:
-    if script.code is None:
-        return None
-    found = _ROOT_COMMANDS.search(script.code)
-    if found:
-        return f"runs `{found.group(1)}`, which needs root, and the sandbox shell is an unprivileged user"
-    target = _outside_writable(script.code)
-    if target:
-        return f"writes {target}, outside /root, /home and /tmp, the only writable places in the sandbox"
-    return None
+def _needs_internet(script: Script) -> str | None:
+    found = _NEEDS_INTERNET.search(script.code or "")
+    return (
+        f"runs `{found.group(1).strip()}`, which needs the internet, and a task system has no network"
+        if found
+        else None
+    )
 
 
 class _Reader:
@@ -284,7 +261,7 @@ def _unsupported(raw: dict[str, Any], task: OSTask) -> str | None:
     create = raw.get("create")
     image = create.get("image") if isinstance(create, dict) else None
     if image and not str(image).endswith("/default"):
-        return f"needs the Docker image {image!r}; the sandbox has this machine's system only"
+        return f"needs the Docker image {image!r}; task systems are built like AgentBench's default one"
     scripts: list[tuple[str, Script]] = [(f"init script {i}", s) for i, s in enumerate(task.init)]
     if task.start is not None:
         scripts.append(("start script", task.start))
@@ -294,16 +271,29 @@ def _unsupported(raw: dict[str, Any], task: OSTask) -> str | None:
     for where, script in scripts:
         if script.code is None:
             return (
-                f"the {where} is the file {script.file!r}, which is not shipped with the task file "
-                f"(built-in checks: {', '.join(NATIVE_CHECKS)}); pass AgentBench's scripts folder (agentlm tasks verify --script-dir)"
+                f"the {where} is the file {script.file!r}, which is not in the scripts folder "
+                f"(built-in checks: {', '.join(NATIVE_CHECKS)}); pass AgentBench's scripts folder for "
+                "this task file (agentlm tasks verify --scripts DIR)"
             )
         if script.language not in ("bash", "python"):
             return f"the {where} is in {script.language!r}; only bash and python scripts run here"
-    for where, script in scripts[: len(task.init) + (task.start is not None)]:
-        reason = _needs_root(script)
-        if reason:
+        if reason := _needs_internet(script):
             return f"the {where} {reason}"
     return None
+
+
+def default_scripts(path: Path) -> Path | None:
+    """AgentBench's scripts folder for a task file, where the file sits in a known layout:
+    AgentBench's checkout (``data/os_interaction/data/N/x.json`` -> ``.../scripts/N``) or the
+    shipped copy (``os_sets/os_N_x.json`` and ``os_dev.json`` -> ``os_scripts/N``, ``os_scripts/dev``)."""
+    path = path.resolve()
+    folder = path.parent
+    candidates = [folder.parent.parent / "scripts" / folder.name]
+    number = re.match(r"os_(\d+|dev)(?:_|\.|$)", path.name)
+    if number:
+        for above in (folder, *folder.parents[:2]):
+            candidates.append(above / "os_scripts" / number.group(1))
+    return next((c for c in candidates if c.is_dir()), None)
 
 
 def _load_records(path: Path) -> list[Any]:
@@ -333,32 +323,39 @@ def _load_records(path: Path) -> list[Any]:
 
 
 class OSEnvironment(Environment):
-    """AgentBench os_interaction tasks in a bubblewrap sandbox (never the unsafe local shell)."""
+    """AgentBench os_interaction tasks, each as root in a throwaway task system."""
 
     name = "os"
 
     def __init__(
         self,
-        script_dir: str | Path | None = None,
+        scripts: str | Path | None = None,
         limits: SandboxLimits | None = None,
         settings: ShellSettings | None = None,
     ):
-        self.script_dir = Path(script_dir) if script_dir is not None else None
+        self.scripts = Path(scripts) if scripts is not None else None  # None: found per task file
         self.limits = limits or SandboxLimits()
         self.settings = settings or ShellSettings()
+
+    def image(self) -> Path:
+        """The task systems' root filesystem (built on first use: a few minutes)."""
+        spec = ImageSpec(mirror=self.settings.image_mirror)
+        return ensure_image(spec, uid_base=self.settings.system_uid_base)
 
     def load(self, path: str | Path) -> list[EnvTask]:
         path = Path(path)
         stem = path.name.removesuffix(".jsonl").removesuffix(".json")
+        scripts = self.scripts or default_scripts(path)
         tasks = []
         for index, record in enumerate(_load_records(path)):
-            description, parsed = _Reader(path, index, self.script_dir).read(record)
+            description, parsed = _Reader(path, index, scripts).read(record)
             tasks.append(
                 EnvTask(
                     id=f"{stem}-{index:05d}",
                     description=description,
                     raw=record,
                     unsupported=_unsupported(record, parsed),
+                    source=path,
                 )
             )
         return tasks
@@ -370,49 +367,50 @@ class OSEnvironment(Environment):
 
 
 class OSEpisode(Episode):
-    """A fresh sandboxed shell with the task's init and start run; scored in a second fresh world."""
+    """A fresh task system with the task's init run and its start script in the agent's shell;
+    scored in the same system, as AgentBench scored it."""
 
     def __init__(self, task: EnvTask, env: OSEnvironment):
         super().__init__(task)
         self.env = env
-        self.spec = _Reader(Path(task.id), 0, env.script_dir).read(task.raw)[1]
-        self.session = self._world()
+        scripts = env.scripts or (default_scripts(task.source) if task.source else None)
+        self.spec = _Reader(Path(task.id), 0, scripts).read(task.raw)[1]
+        self.system = TaskSystem(
+            env.image(), uid_base=env.settings.system_uid_base, disk_bytes=env.limits.disk_bytes
+        )
+        try:
+            self.session = ShellSession(env.limits, settings=env.settings, system=self.system)
+            self._prepare()
+        except BaseException:
+            self.system.close()
+            raise
         self.tool = ShellTool(session=self.session, limits=env.limits)
 
-    def _world(self) -> ShellSession:
-        """A new sandbox session with the task's init scripts run and its start script in the shell."""
-        session = ShellSession(self.env.limits, settings=self.env.settings, unsafe_local=False)
-        try:
-            for n, script in enumerate(self.spec.init):
-                # AgentBench ran init independently of the shell (docker exec) and ignored failures;
-                # failures the sandbox causes (no root, read-only system) are made loud instead.
-                result = session.run_isolated(script.argv())
-                if result.exit_code != 0:
-                    self._init_failed(n, result)
-            if self.spec.start is not None:
-                assert self.spec.start.code is not None
-                if self.spec.start.language == "python":
-                    session.run(" ".join(["python3", "-c", shlex.quote(self.spec.start.code)]))
-                else:
-                    session.run(self.spec.start.code)
-        except BaseException:
-            session.close()
-            raise
-        return session
-
-    def _init_failed(self, n: int, result: CommandResult) -> None:
-        output = result.output.strip()[-500:]
-        if result.timed_out or re.search(
-            r"Permission denied|Read-only file system|Operation not permitted|must be run as root|"
-            r"only root|are not the super-user",
-            output,
-        ):
-            raise OSTaskSetupError(
-                f"task {self.task.id}: init script {n} failed in the sandbox "
-                f"({'timed out' if result.timed_out else f'exit {result.exit_code}'}): {output!r}. "
-                "Tasks that need root or write outside /root, /home and /tmp cannot run here."
-            )
-        log.warning("task %s: init script %d exited %s: %s", self.task.id, n, result.exit_code, output)
+    def _prepare(self) -> None:
+        """The task's init scripts (each in a fresh shell, as ``docker exec``), then its start script
+        in the agent's shell."""
+        for n, script in enumerate(self.spec.init):
+            # AgentBench ran init independently of the shell and went on when one failed.
+            result = self.session.run_isolated(script.argv())
+            if result.timed_out:
+                raise OSTaskSetupError(
+                    f"task {self.task.id}: init script {n} ran past {self.env.limits.timeout_seconds:g} s: "
+                    f"{result.output.strip()[-500:]!r}"
+                )
+            if result.exit_code != 0:
+                log.info(
+                    "task %s: init script %d exited %s: %s",
+                    self.task.id,
+                    n,
+                    result.exit_code,
+                    result.output[-300:],
+                )
+        if self.spec.start is not None:
+            assert self.spec.start.code is not None
+            if self.spec.start.language == "python":
+                self.session.run(" ".join(["python3", "-c", shlex.quote(self.spec.start.code)]))
+            else:
+                self.session.run(self.spec.start.code)
 
     def setup(self) -> Setup:
         return Setup(
@@ -438,21 +436,21 @@ class OSEpisode(Episode):
         return float(self._check(answer))
 
     def _check(self, answer: str) -> bool:
-        """AgentBench's check chain, in a fresh world the agent never touched."""
+        """AgentBench's check chain: each script in a fresh shell of the task's system, given the
+        answer and the outputs of the scripts before it."""
         params = [str(answer)]
-        with self._world() as fresh:
-            for step in self.spec.check:
-                if isinstance(step, str):
-                    if len(params) < 2 or not NATIVE_CHECKS[step](params[0], params[1]):
-                        return False
-                    params.append("")
-                    continue
-                script = self.spec.example if step is None else step
-                assert script is not None
-                result = fresh.run_isolated(script.argv(*params))
-                if result.exit_code != 0:
+        for step in self.spec.check:
+            if isinstance(step, str):
+                if len(params) < 2 or not NATIVE_CHECKS[step](params[0], params[1]):
                     return False
-                params.append(result.output)
+                params.append("")
+                continue
+            script = self.spec.example if step is None else step
+            assert script is not None
+            result = self.session.run_isolated(script.argv(*params))
+            if result.exit_code != 0:
+                return False
+            params.append(result.output)
         return True
 
     def reference_action(self) -> str | None:
@@ -473,3 +471,4 @@ class OSEpisode(Episode):
     def close(self) -> None:
         self.tool.close()
         self.session.close()
+        self.system.close()

@@ -68,6 +68,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentlm.agent.protocols import os_observation
+from agentlm.agent.tools.tasksystem import TaskSystem
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,7 @@ class SandboxLimits(BaseModel):
     open_files: int = Field(256, ge=32)  # RLIMIT_NOFILE
     processes: int = Field(64, ge=8)  # RLIMIT_NPROC for the session's uid (only binds a non-root uid)
     tmp_bytes: int = Field(64 * MiB, ge=MiB)  # size of the /tmp tmpfs (and of /dev/shm, 1/4 of it)
+    disk_bytes: int = Field(512 * MiB, ge=16 * MiB)  # a task system's writable layer (tasksystem.py)
 
 
 class ShellSettings(BaseSettings):
@@ -139,6 +141,8 @@ class ShellSettings(BaseSettings):
     inner_uid: int = 1000  # the uid (and gid) commands see inside the sandbox
     uid_base: int = 100_000  # when the host process is root, each session runs as a random
     uid_count: int = 1 << 20  # host uid in [uid_base, uid_base + uid_count)
+    system_uid_base: int = 2_000_000  # task systems map their uids 0-65535 to the host's from here
+    image_mirror: str = "http://deb.debian.org/debian"  # where the task systems' image is built from
 
 
 class Bind(BaseModel):
@@ -185,9 +189,45 @@ def _process_uids() -> dict[int, int]:
     return out
 
 
-def processes_of(uid: int) -> list[int]:
-    """Live processes running as host `uid` (what a session leaves behind, if anything)."""
-    return [pid for pid, u in _process_uids().items() if u == uid]
+def processes_of(uid: int | range) -> list[int]:
+    """Live processes running as host `uid`, or as any uid in a range (what a session or a task
+    system leaves behind, if anything)."""
+    uids = uid if isinstance(uid, range) else range(uid, uid + 1)
+    return [pid for pid, u in _process_uids().items() if u in uids]
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (children first seen, then theirs), as the host sees them."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(entry.path, "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the command name may hold spaces and ")"
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _kill_below(pid: int) -> None:
+    """SIGKILL everything below `pid` until nothing is left (a forking loop too); `pid` itself is
+    left to reap its children and exit. (nsenter's child: were nsenter killed first, the child's
+    zombie would go to the host's init, and the task system's pid 1 waits for it to be reaped.)"""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        below = _descendants(pid)
+        if not below:
+            return
+        for target in below:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(target, signal.SIGKILL)
+        time.sleep(0.01)
 
 
 def _allocate_uid(settings: ShellSettings) -> int:
@@ -326,9 +366,11 @@ class _Sandbox:
         unsafe_local: bool,
         cwd: Path | None,
         interactive: bool,
+        system: TaskSystem | None = None,
     ):
         self.uid = uid
         self.unsafe_local = unsafe_local
+        self.system = system
         self._pidfd: int | None = None
         ids: dict[str, Any] = {}
         if uid is not None:
@@ -342,6 +384,10 @@ class _Sandbox:
             start_new_session=True,
             **ids,
         )
+        if system is not None:  # nsenter, as the host's root, into the running task system
+            argv, preexec = _limited(system.enter_argv(inner), limits)
+            self.proc = subprocess.Popen(argv, cwd="/", env={"PATH": PATH}, preexec_fn=preexec, **common)
+            return
         if unsafe_local:
             env = {"PATH": PATH, "HOME": str(cwd), "LANG": "C.UTF-8", "TERM": "dumb"}
             argv, preexec = _limited(inner, limits)
@@ -387,7 +433,12 @@ class _Sandbox:
         return None
 
     def kill(self) -> None:
-        """SIGKILL every process of the sandbox and reap bwrap; idempotent."""
+        """SIGKILL every process of the sandbox and reap bwrap; idempotent. In a task system: the
+        command's processes (a daemon that left them lives on until the system ends)."""
+        if self.system is not None and self.proc.poll() is None:
+            _kill_below(self.proc.pid)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=5)  # nsenter, once its child is gone
         if self._pidfd is not None:
             # The pid namespace's init first: the kernel then kills and reaps everything in the
             # namespace, and bwrap (its parent) reaps it, so nothing is left as an orphan zombie.
@@ -460,14 +511,20 @@ class _Capped:
         return bytes(self.kept).decode("utf-8", errors="replace")
 
 
-def _pump(out_fd: int, in_fd: int | None, data: bytes, capped: _Capped, deadline: float) -> tuple[bool, bool]:
-    """Write `data` to in_fd and read out_fd into `capped` until the sentinel, EOF or the deadline.
+def _pump(
+    out_fd: int, in_fd: int | None, data: bytes, capped: _Capped, deadline: float, exit_fd: int | None = None
+) -> tuple[bool, bool]:
+    """Write `data` to in_fd and read out_fd into `capped` until the sentinel, EOF or the deadline,
+    or until `exit_fd` (a pidfd) says the process exited: then what it wrote is read, and a
+    background job it left holding the pipe is not waited for (``docker exec``'s end).
 
     Returns (eof, timed_out). Writes are non-blocking and interleaved with reads, so a shell busy
     printing never deadlocks against a long command still being written.
     """
     poller = select.poll()
     poller.register(out_fd, select.POLLIN)
+    if exit_fd is not None:
+        poller.register(exit_fd, select.POLLIN)
     if in_fd is not None and data:
         os.set_blocking(in_fd, False)
         poller.register(in_fd, select.POLLOUT)
@@ -476,6 +533,13 @@ def _pump(out_fd: int, in_fd: int | None, data: bytes, capped: _Capped, deadline
         if remaining <= 0:
             return False, True
         for fd, event in poller.poll(min(remaining, 1.0) * 1000):
+            if fd == exit_fd:  # what is in the pipe now; a background job writing on is not waited for
+                os.set_blocking(out_fd, False)
+                with contextlib.suppress(BlockingIOError):
+                    while time.monotonic() < deadline and (chunk := os.read(out_fd, 65536)):
+                        if capped.feed(chunk):
+                            break
+                return True, False
             if fd == out_fd:
                 chunk = os.read(out_fd, 65536)
                 if not chunk:
@@ -565,6 +629,7 @@ def _run_once(
     unsafe_local: bool,
     cwd: Path | None,
     timeout: float,
+    system: TaskSystem | None = None,
 ) -> CommandResult:
     started = time.monotonic()
     box = _Sandbox(
@@ -576,16 +641,21 @@ def _run_once(
         unsafe_local=unsafe_local,
         cwd=cwd,
         interactive=False,
+        system=system,
     )
     capped = _Capped(limits.output_bytes, None)
+    # In a task system the command is over when its process is; its background jobs live on there.
+    exit_fd = os.pidfd_open(box.proc.pid) if system is not None else None
     try:
-        _, timed_out = _pump(box.proc.stdout.fileno(), None, b"", capped, started + timeout)
+        _, timed_out = _pump(box.proc.stdout.fileno(), None, b"", capped, started + timeout, exit_fd)
         if not timed_out:
             try:
                 box.proc.wait(timeout=max(0.1, started + timeout - time.monotonic()))
             except subprocess.TimeoutExpired:
                 timed_out = True  # closed its output and kept running
     finally:
+        if exit_fd is not None:
+            os.close(exit_fd)
         box.kill()
         if unsafe_local:
             box.sweep()
@@ -651,12 +721,13 @@ def _rmtree(path: Path) -> None:
 
 
 class ShellSession:
-    """One persistent bash in a sandbox, over this session's scratch ``/root`` and ``/home``.
+    """One persistent bash in a sandbox, over this session's scratch ``/root`` and ``/home``; or,
+    given a ``TaskSystem``, one root bash in that system (``tasksystem.py``).
 
     Lazy: the sandbox is checked and started on the first command (or ``start()``). After a
-    timeout or after the shell exits, the next command starts a new shell over the same scratch
-    directories (files kept; cwd, variables and background jobs gone). ``close()`` kills every
-    process the session started and removes the scratch directories.
+    timeout or after the shell exits, the next command starts a new shell over the same files
+    (cwd, variables and background jobs gone). ``close()`` kills every process the session
+    started and removes the scratch directories; a task system is its owner's to close.
     """
 
     def __init__(
@@ -665,19 +736,24 @@ class ShellSession:
         *,
         settings: ShellSettings | None = None,
         unsafe_local: bool | None = None,
+        system: TaskSystem | None = None,
     ):
         self.limits = limits or SandboxLimits()
         self.settings = settings or ShellSettings()
-        self.unsafe_local = _unsafe_requested(unsafe_local, self.settings)
-        self.uid: int | None = _allocate_uid(self.settings) if os.geteuid() == 0 else None
-        self._base = Path(tempfile.mkdtemp(prefix="agentlm-shell-"))
-        self.root_dir = self._base / "root"  # /root inside: HOME and the working directory
-        self.home_dir = self._base / "home"  # /home inside
-        for path in (self.root_dir, self.home_dir):
-            path.mkdir(mode=0o755)
-        if self.uid is not None:
-            for path in (self._base, self.root_dir, self.home_dir):
-                os.chown(path, self.uid, self.uid)
+        self.system = system
+        self.unsafe_local = False if system else _unsafe_requested(unsafe_local, self.settings)
+        self.uid: int | None = _allocate_uid(self.settings) if os.geteuid() == 0 and not system else None
+        self._base = None if system else Path(tempfile.mkdtemp(prefix="agentlm-shell-"))
+        # /root (HOME and the working directory) and /home inside, as the host sees them; a task
+        # system's files live in its own mount namespace only.
+        self.root_dir = self._base / "root" if self._base else None
+        self.home_dir = self._base / "home" if self._base else None
+        if self._base is not None:
+            for path in (self.root_dir, self.home_dir):
+                path.mkdir(mode=0o755)
+            if self.uid is not None:
+                for path in (self._base, self.root_dir, self.home_dir):
+                    os.chown(path, self.uid, self.uid)
         self._box: _Sandbox | None = None
         self._pending = b""  # output that arrived after the last sentinel
         self._lock = threading.Lock()
@@ -695,6 +771,8 @@ class ShellSession:
         return self._closed
 
     def _binds(self, writable: bool = True) -> list[Bind]:
+        if self._base is None:
+            return []
         return [
             Bind(source=self.root_dir, target="/root", writable=writable),
             Bind(source=self.home_dir, target="/home", writable=writable),
@@ -713,7 +791,7 @@ class ShellSession:
         if self._box is not None:
             self._stop()
             self.restarts += 1
-        if not self.unsafe_local:
+        if not self.unsafe_local and self.system is None:
             check_sandbox(self.settings)
         self._box = _Sandbox(
             ["/bin/bash", "--noprofile", "--norc"],
@@ -724,6 +802,7 @@ class ShellSession:
             unsafe_local=self.unsafe_local,
             cwd=self.root_dir,
             interactive=True,
+            system=self.system,
         )
         self._pending = b""
 
@@ -746,7 +825,8 @@ class ShellSession:
                     _sweep_uid(self.uid)  # run_isolated's leftovers too: they ran as the same uid
             finally:
                 self._box = None
-                _rmtree(self._base)
+                if self._base is not None:
+                    _rmtree(self._base)
                 _release_uid(self.uid)
 
     def __enter__(self) -> ShellSession:
@@ -824,12 +904,13 @@ class ShellSession:
         """Run one command in a fresh sandbox over this session's /root and /home (not its shell).
 
         Same uid as the session, so files it writes belong to the session; read-only binds with
-        ``writable=False``. In unsafe mode it runs as plain bash in the scratch /root.
+        ``writable=False``. In unsafe mode it runs as plain bash in the scratch /root. In a task
+        system: a fresh root bash in the same system (as ``docker exec``; `writable` is moot).
         """
         with self._lock:
             if self._closed:
                 raise ShellClosedError("the shell session is closed; open a new ShellSession")
-            if not self.unsafe_local:
+            if not self.unsafe_local and self.system is None:
                 check_sandbox(self.settings)
             return _run_once(
                 _as_argv(command),
@@ -840,6 +921,7 @@ class ShellSession:
                 unsafe_local=self.unsafe_local,
                 cwd=self.root_dir,
                 timeout=timeout or self.limits.timeout_seconds,
+                system=self.system,
             )
 
 

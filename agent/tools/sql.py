@@ -70,6 +70,10 @@ CONNECTION_CONFIG: dict[str, Any] = {
     "enable_external_access": False,
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
+    # DuckDB's default is 80 % of the machine's memory, all of it in the serving process: a join
+    # without its condition, counted distinct over 9M rows, took 940 MB. Past this limit it
+    # spills to disk or fails with a clear "Out of Memory Error" the agent reads.
+    "memory_limit": "256MB",
     "lock_configuration": True,
 }
 

@@ -215,13 +215,10 @@ def _replacing(target: Path):
 
 def _return_freed_memory() -> None:
     """Give the heap's free pages back to the OS (glibc keeps them otherwise: ~250 MB after a load)."""
-    import ctypes
-    import ctypes.util
+    from agentlm.serve.engines.kernels import libc
 
-    name = ctypes.util.find_library("c")
-    if name:
-        with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to give back this way
-            ctypes.CDLL(name).malloc_trim(0)
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to give back this way
+        libc().malloc_trim(0)
 
 
 def _template_stops(chat_template: str) -> list[str]:
@@ -470,6 +467,10 @@ class EmbeddedEngine(Engine):
         self.context_length = int(getattr(config, "max_position_embeddings", 4096))
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
+        try:  # now, while no request is in flight: built on the first tool request, it set the peak RSS
+            self._tool_grammars.prepare()
+        except Exception as e:  # xgrammar cannot read this vocabulary: tool requests will say so
+            log.warning("tool-call grammars are unavailable for %s: %s", self.model_id, e)
         _return_freed_memory()  # loading, packing and fusing freed hundreds of MB the heap still holds
         log.info(
             "loaded %s (%s, %s, %d linear layers packed, kernels=%s, embedding %s, %s) in %.1f s",
@@ -559,7 +560,7 @@ class EmbeddedEngine(Engine):
     @cached_property
     def _tool_grammars(self) -> ToolGrammars:
         vocab = int(self.model.config.vocab_size)  # the logits' width, padding rows included
-        return ToolGrammars(self.tokenizer, vocab, sorted(self.stop_ids))
+        return ToolGrammars(self.tokenizer, vocab, sorted(self.stop_ids), cache=home() / "cache" / "xgrammar")
 
     def _chat_prompt(self, req: GenerationRequest) -> str:
         """A chat request's prompt: its messages (and the tools it offers) through the chat template."""

@@ -30,7 +30,6 @@ block's file pages go once packed, so no layer is ever in memory twice while loa
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import logging
 import math
@@ -147,15 +146,17 @@ def _release_file_pages(tensor: torch.Tensor, mapped: list[tuple[int, int]]) -> 
     page = mmap.PAGESIZE
     first, last = -(-start // page) * page, end // page * page
     if last > first:
-        _libc().madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), MADV_DONTNEED)
+        libc().madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), MADV_DONTNEED)
 
 
 MADV_DONTNEED = 4
 
 
 @functools.cache
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+def libc() -> ctypes.CDLL:
+    """The C library's functions, from this process's own symbols. Not ``find_library``: that
+    runs ``ldconfig`` in a subprocess, a fork of the whole serving process each call."""
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def packing_available() -> bool:

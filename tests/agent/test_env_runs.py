@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
+from tasksystems import needs_system
 
 from agentlm.agent.envs.db import DBEnvironment
 from agentlm.agent.envs.os import OSEnvironment
@@ -59,6 +60,7 @@ def count_hidden(bash_act: str):
         "Akt: bash",  # a malformed action line, repaired to the closest valid one by BLEU
     ],
 )
+@needs_system
 def test_an_os_task_solved_through_the_shell_scores_1(os_env, act):
     env, tasks = os_env
     task = tasks["os_dev-00006"]  # How many hidden files are in /home? (AgentBench counts . and ..)
@@ -79,6 +81,7 @@ def test_an_os_task_solved_through_the_shell_scores_1(os_env, act):
     assert (traj.steps[0].repair is not None) == (act != "Act: bash")
 
 
+@needs_system
 def test_a_wrong_os_answer_scores_0(os_env):
     env, tasks = os_env
     with env.episode(tasks["os_dev-00006"]) as episode:

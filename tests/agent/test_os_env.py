@@ -7,41 +7,28 @@ import time
 from pathlib import Path
 
 import pytest
+from tasksystems import needs_system
+from waiting import eventually
 
 from agentlm.agent.envs.base import TaskFileError
 from agentlm.agent.envs.os import (
     OSEnvironment,
     OSTaskSetupError,
+    default_scripts,
     integer_match,
     size_match,
     string_match,
 )
 from agentlm.agent.protocols import os_opening, os_task
-from agentlm.agent.tools.shell import SandboxUnavailableError, ShellTool, check_sandbox
+from agentlm.agent.tools.shell import SandboxLimits, ShellTool
 
-DEV = Path("/work/shared/agentbench/os_dev.json")
-
-try:
-    check_sandbox()
-    _unavailable = None
-except SandboxUnavailableError as e:
-    _unavailable = str(e)
-
-needs_sandbox = pytest.mark.skipif(_unavailable is not None, reason=f"no bubblewrap sandbox: {_unavailable}")
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "agentbench"
+DEV = SHARED / "os_dev.json"
 needs_dev = pytest.mark.skipif(not DEV.is_file(), reason=f"{DEV} is not on this machine")
-
-# What cannot run in an unprivileged, read-only sandbox with only the JSON file, and why.
-UNSUPPORTED = {
-    3: "example/0.sh",  # the calc tasks' check and example scripts are files AgentBench ships
-    5: "example/0.sh",
-    18: "useradd",
-    19: "useradd",
-    20: "useradd",
-    24: "useradd",  # useradd, chown and su - jack
-    25: "init/stock-log.sh",  # a missing file, which also writes /usr/stock.log
-}
+# The dev tasks whose scripts are files in AgentBench's scripts folder (os_scripts/dev).
+SCRIPT_FILES = {3: "example/0.sh", 5: "example/0.sh", 25: "init/stock-log.sh"}
 ALL = range(26)
-SUPPORTED = [i for i in ALL if i not in UNSUPPORTED]
+SYSTEM_CHECKS = {3, 5}  # "make a calc command": the check runs it, whatever the answer
 
 
 @pytest.fixture(scope="module")
@@ -62,22 +49,28 @@ def test_loads_the_dev_set_with_agentbench_ids(dev):
 
 
 @needs_dev
-def test_unsupported_tasks_are_listed_with_reasons(dev):
-    unsupported = {i: t.unsupported for i, t in enumerate(dev) if t.unsupported}
-    assert sorted(unsupported) == sorted(UNSUPPORTED)
-    assert len(unsupported) == 7
-    for i, needle in UNSUPPORTED.items():
-        assert needle in unsupported[i], unsupported[i]
-    assert "needs root" in unsupported[18] and "not shipped with the task file" in unsupported[25]
+def test_scripts_are_found_beside_the_task_file_as_agentbench_lays_them_out(dev, tmp_path):
+    assert default_scripts(DEV) == SHARED / "os_scripts" / "dev"
+    assert default_scripts(SHARED / "os_sets" / "os_7_bootstrap.json") == SHARED / "os_scripts" / "7"
+    checkout = tmp_path / "data" / "os_interaction"
+    (checkout / "data" / "4").mkdir(parents=True)
+    (checkout / "scripts" / "4").mkdir(parents=True)
+    assert default_scripts(checkout / "data" / "4" / "q.json") == checkout / "scripts" / "4"
+    assert default_scripts(tmp_path / "mine.json") is None
+    assert not any(t.unsupported for t in dev)  # every script the dev set names is there
 
 
 @needs_dev
-@needs_sandbox
-def test_verify_skips_unsupported_tasks_with_their_reason(env, dev):
-    (task, reward, note), *_ = env.verify([dev[18]])
-    assert task is dev[18] and reward is None and "useradd" in note
+def test_tasks_whose_script_files_are_missing_say_which_and_how(tmp_path):
+    tasks = OSEnvironment(scripts=tmp_path).load(DEV)  # a folder without AgentBench's scripts
+    unsupported = {i: t.unsupported for i, t in enumerate(tasks) if t.unsupported}
+    assert sorted(unsupported) == sorted(SCRIPT_FILES)
+    for i, file in SCRIPT_FILES.items():
+        assert file in unsupported[i] and "--scripts" in unsupported[i]
+    (task, reward, note), *_ = OSEnvironment(scripts=tmp_path).verify([tasks[25]])
+    assert task is tasks[25] and reward is None and "init/stock-log.sh" in note
     with pytest.raises(ValueError, match="cannot run here"):
-        env.episode(dev[18])
+        OSEnvironment(scripts=tmp_path).episode(tasks[25])
 
 
 def _wrong(answer: str) -> str:
@@ -85,11 +78,16 @@ def _wrong(answer: str) -> str:
 
 
 @needs_dev
-@needs_sandbox
-@pytest.mark.parametrize("index", SUPPORTED)
+@needs_system
+@pytest.mark.parametrize("index", ALL)
 def test_gold_policy_scores_1_and_a_wrong_answer_0(env, dev, index: int):
     with env.episode(dev[index]) as ep:
         gold = ep.reference_answer()
+        if index in SYSTEM_CHECKS:  # the check looks at what the example did, not at the answer
+            assert gold == "" and ep.reward(gold) == 1.0
+            with env.episode(dev[index]) as untouched:
+                assert untouched.reward("") == 0.0
+            return
         assert gold, f"task {index} gave no reference answer"
         assert ep.reward(gold) == 1.0
         assert ep.reward(_wrong(gold)) == 0.0
@@ -98,7 +96,7 @@ def test_gold_policy_scores_1_and_a_wrong_answer_0(env, dev, index: int):
 
 
 @needs_dev
-@needs_sandbox
+@needs_system
 def test_setup_is_agentbench_os(env, dev):
     with env.episode(dev[7]) as ep:
         setup = ep.setup()
@@ -106,48 +104,70 @@ def test_setup_is_agentbench_os(env, dev):
         assert setup.prompt == os_opening() and setup.task == os_task(dev[7].description)
         tool = setup.tools["bash"]
         assert isinstance(tool, ShellTool)
-        # init ran before the agent's first turn, in the agent's /root
-        assert tool.invoke({"command": "ls -a /root | sort | tr '\\n' ' '"}) == (
-            "The output of the OS:\n\n. .. .k .tm12p .tmp2 .u f tmp "
+        # init ran before the agent's first turn, as root, in the task's own system
+        assert (
+            tool.invoke({"command": "cat /root/f; id -u"}) == "The output of the OS:\n\nabcdabcdabcdabcd\n0"
         )
 
 
+def writes_apart(ep) -> float:
+    """Seconds per write of a background writer that appends 'succeed' to /root/log: timed over
+    two writes, from the first one seen. A loaded machine makes writes late, never early."""
+
+    def count() -> int:
+        return int(ep.session.run_isolated("grep -so succeed /root/log | wc -l").output)
+
+    start = count()
+    eventually(lambda: count() > start, what="the writer's next write")
+    seen, since = count(), time.monotonic()
+    eventually(lambda: count() >= seen + 2, what="two more writes")
+    return (time.monotonic() - since) / 2
+
+
 @needs_dev
-@needs_sandbox
+@needs_system
 def test_start_script_runs_a_background_writer_in_the_agents_shell(env, dev):
     with env.episode(dev[0]) as ep:  # writes 'succeed' into /root/log every second
-        log = ep.session.root_dir / "log"
-        time.sleep(0.3)
-        first = log.read_text().count("succeed")
-        time.sleep(2.1)
-        grown = log.read_text().count("succeed") - first
-        assert 2 <= grown <= 3
+        assert writes_apart(ep) >= 0.8
         out = ep.setup().tools["bash"].invoke({"command": "ps -eo args | grep -c '^python3 -c import time'"})
         assert out == "The output of the OS:\n\n1"
 
 
 @pytest.mark.slow
 @needs_dev
-@needs_sandbox
+@needs_system
 def test_start_writer_of_task_4_writes_every_3_seconds(env, dev):
     with env.episode(dev[4]) as ep:
-        log = ep.session.root_dir / "log"
-        time.sleep(0.5)
-        first = log.read_text().count("succeed")
-        time.sleep(6.2)
-        assert log.read_text().count("succeed") - first == 2
+        assert writes_apart(ep) >= 2.5
 
 
 @needs_dev
-@needs_sandbox
-def test_the_check_runs_in_a_fresh_sandbox_the_agent_cannot_tamper_with(env, dev):
-    with env.episode(dev[6]) as ep:  # how many hidden files in /home: the example counts 8
+@needs_system
+def test_the_check_runs_in_the_agents_system_as_agentbench_ran_it(env, dev):
+    with env.episode(dev[6]) as ep:  # how many hidden files in /home: the example counts them
         tool = ep.setup().tools["bash"]
-        tool.invoke({"command": "touch /home/.a /home/.b; rm /home/.tmp; mkdir -p /root/bin"})
-        assert tool.invoke({"command": 'ls -a /home | grep "^\\." | wc -l'}) == "The output of the OS:\n\n9"
-        assert ep.reward("9") == 0.0  # the tampered world's count
-        assert ep.reward("8") == 1.0  # the task's own world's count
-        assert ep.reward(" 8\n") == 1.0  # integer-match ignores surrounding whitespace
+        assert tool.invoke({"command": 'ls -a /home | grep "^\\." | wc -l'}) == "The output of the OS:\n\n8"
+        tool.invoke({"command": "touch /home/.a /home/.b; rm /home/.tmp"})
+        assert ep.reward("9") == 1.0  # the system as the agent left it, as AgentBench's check saw it
+        assert ep.reward("8") == 0.0
+        assert ep.reward(" 9\n") == 1.0  # integer-match ignores surrounding whitespace
+
+
+@needs_system
+def test_each_task_has_its_own_system_and_the_host_is_untouched(tmp_path):
+    record = {
+        "description": "d",
+        "create": {"init": "useradd -m jack && echo x > /etc/agentlm-test && chown jack /etc/agentlm-test"},
+        "evaluation": {"match": "x"},
+    }
+    env = OSEnvironment()
+    (task,) = env.load(_write(tmp_path, [record]))
+    with env.episode(task) as first:
+        assert first.session.run("stat -c %U /etc/agentlm-test; id -u jack").output == "jack\n1000\n"
+        first.session.run("echo y >> /usr/bin/agentlm-y")
+        with env.episode(task) as second:  # the same task, at the same time, in a system of its own
+            assert second.session.run("cat /usr/bin/agentlm-y").exit_code != 0
+    assert not Path("/etc/agentlm-test").exists() and not Path("/usr/bin/agentlm-y").exists()
 
 
 def _write(tmp_path: Path, records: list, name: str = "tasks.json") -> Path:
@@ -205,7 +225,7 @@ def test_jsonl_and_single_object_files(tmp_path):
     assert [t.id for t in OSEnvironment().load(single)] == ["one-00000"]
 
 
-@needs_sandbox
+@needs_system
 def test_match_variants_regex_and_no_strip(tmp_path):
     records = [
         {"description": "r", "evaluation": {"match": {"regex": r"^\d+ files?$"}}},
@@ -223,7 +243,7 @@ def test_match_variants_regex_and_no_strip(tmp_path):
         assert ep.reward("  x\n") == 1.0
 
 
-@needs_sandbox
+@needs_system
 def test_python_init_and_an_inline_check_script(tmp_path):
     record = {
         "description": "what is in /root/f?",
@@ -250,38 +270,49 @@ def test_python_init_and_an_inline_check_script(tmp_path):
         assert ep.reward("abcd") == 1.0 and ep.reward("abc") == 0.0
 
 
-@needs_sandbox
-def test_init_that_fails_for_lack_of_root_raises(tmp_path):
+@needs_system
+def test_init_runs_as_root_over_the_whole_system_and_its_background_jobs_live_on(tmp_path):
     record = {
         "description": "d",
-        "create": {"init": "f=/usr/stock.log; echo x > $f"},
+        "create": {"init": "echo x > /usr/stock.log && mkdir -p /data && chmod 700 /data && (sleep 300 &)"},
         "evaluation": {"match": "x"},
     }
     env = OSEnvironment()
     (task,) = env.load(_write(tmp_path, [record]))
-    assert task.unsupported is None  # the target hides behind a variable: only running it tells
-    with pytest.raises(OSTaskSetupError, match="init script 0 failed.*cannot run here"):
+    with env.episode(task) as ep:
+        out = ep.session.run("cat /usr/stock.log; stat -c %a /data; pgrep -c sleep").output
+        assert out == "x\n700\n1\n"
+
+
+@needs_system
+def test_an_init_that_hangs_is_a_setup_error_naming_the_task(tmp_path):
+    record = {"description": "d", "create": {"init": "echo started; sleep 300"}, "evaluation": {"match": "x"}}
+    env = OSEnvironment(limits=SandboxLimits(timeout_seconds=1))
+    (task,) = env.load(_write(tmp_path, [record]))
+    with pytest.raises(OSTaskSetupError, match=r"init script 0 ran past 1 s: 'started'"):
         env.episode(task)
 
 
 @pytest.mark.parametrize(
     "code",
     [
-        "echo x > /etc/motd",
-        "mkdir -p /opt/app",
-        "sudo ls",
-        "chown jack test",
-        "python3 -c \"open('/usr/x','w')\"",
+        "apt-get install -y jq",
+        "apt update && apt install -y nodejs",
+        "pip install requests",
+        "git clone https://github.com/x/y",
+        "curl -sL https://example.com/setup.sh | bash",
+        "cd /tmp; wget http://example.com/data.tgz",
     ],
 )
-def test_root_needing_init_is_unsupported(tmp_path, code):
+def test_init_that_needs_the_internet_is_unsupported_by_name(tmp_path, code):
     record = {"description": "d", "create": {"init": code}, "evaluation": {"match": "x"}}
     (task,) = OSEnvironment().load(_write(tmp_path, [record]))
-    assert task.unsupported and task.unsupported.startswith("the init script 0 ")
+    assert task.unsupported and task.unsupported.startswith("the init script 0 runs `")
+    assert "needs the internet" in task.unsupported
 
 
-def test_writable_init_is_supported(tmp_path):
-    code = "mkdir -p /home/a && echo 1 > /root/x && cp /etc/hostname /tmp/h && ls /usr > /root/l"
+def test_system_changing_init_is_supported(tmp_path):
+    code = "useradd jack && chown jack /opt && echo 1 > /etc/x && curl -s http://127.0.0.1:1/ || true"
     record = {"description": "d", "create": {"init": code}, "evaluation": {"match": "x"}}
     (task,) = OSEnvironment().load(_write(tmp_path, [record]))
     assert task.unsupported is None

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from waiting import eventually
 
 from agentlm.agent.protocols import OS_TRUNCATED
 from agentlm.agent.tools.shell import (
@@ -52,8 +53,11 @@ def test_cwd_variables_and_functions_persist(tool: ShellTool):
 @needs_sandbox
 def test_background_job_keeps_running_between_calls(tool: ShellTool):
     tool.invoke({"command": "(for i in 1 2 3 4 5 6 7 8; do echo $i >> /root/bg; sleep 0.1; done) &"})
-    time.sleep(1.2)
-    assert tool.invoke({"command": "wc -l < /root/bg"}) == "The output of the OS:\n\n8"
+
+    def lines() -> str:
+        return tool.invoke({"command": "wc -l < /root/bg"})
+
+    eventually(lambda: lines() == "The output of the OS:\n\n8", what="the job's 8 lines")
 
 
 @needs_sandbox
@@ -74,9 +78,8 @@ def test_stderr_is_merged_and_exit_status_kept():
 
 @needs_sandbox
 def test_commands_that_read_stdin_get_eof_instead_of_hanging(tool: ShellTool):
-    started = time.monotonic()
+    # A hang would run into the 2 s timeout and say so instead of "done".
     assert tool.invoke({"command": "cat; read x; echo done"}) == "The output of the OS:\n\ndone"
-    assert time.monotonic() - started < 1.5
 
 
 @needs_sandbox
@@ -95,7 +98,7 @@ def test_timeout_is_reported_and_the_next_call_gets_a_fresh_shell(tool: ShellToo
     tool.invoke({"command": "cd /tmp; Y=1; echo kept > /root/file; sleep 300 &"})
     started = time.monotonic()
     out = tool.invoke({"command": "echo before; sleep 30"})
-    assert time.monotonic() - started < 4
+    assert time.monotonic() - started < 20  # stopped at 2 s, not after the 30 s sleep
     assert out.startswith("The output of the OS:\n\nbefore\n[the command was stopped after 2 s;")
     assert "the next command starts a new shell" in out
     session = tool.shell()

@@ -94,6 +94,11 @@ def test_syntax_errors_come_back_as_observations(tool):
     assert out.startswith("Error:") and "syntax" in out.lower()
 
 
+def test_a_query_cannot_take_more_than_its_memory_limit(tool: SQLTool):
+    assert tool.invoke("SELECT current_setting('memory_limit')") == "[('244.1 MiB',)]"
+    assert tool.invoke("SET memory_limit = '8GB'").startswith("Error:")  # the limit is locked
+
+
 def test_long_queries_are_interrupted_and_the_tool_keeps_working(db):
     tool = SQLTool(database=db, timeout_seconds=0.3)
     try:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from localhttp import Handler, serve
+from tasksystems import needs_system
 
 from agentlm.agent.actions import PARSERS, FinalAnswer
 from agentlm.agent.envs.db import DBEnvironment
@@ -47,15 +48,16 @@ def test_the_scripted_teacher_collects_exactly_the_tasks_whose_reference_passes(
         assert isinstance(PARSERS["db"](answer.content).action, FinalAnswer)
 
 
-def test_os_collection_acts_out_the_example_scripts_in_the_sandbox(tmp_path):
+@needs_system
+def test_os_collection_acts_out_the_example_scripts_in_the_task_system(tmp_path):
     env = OSEnvironment()
     tasks = env.load(AGENTBENCH / "os_dev.json")
     out = tmp_path / "os.jsonl"
     report = collect(env, tasks, out, scripted_teacher, progress=False)
     kept = read_jsonl(out)
-    # 19 tasks run here; 4 of them ship only a gold answer, nothing for a teacher to act out.
-    assert report.kept == len(kept) == 15 and report.rejected == 0
-    assert sum("no reference action" in why for why in report.reasons.values()) == 4
+    # All 26 run, each as root in its own system; 5 ship only a gold answer, nothing to act out.
+    assert report.kept == len(kept) == 21 and report.rejected == 0
+    assert sum("no reference action" in why for why in report.reasons.values()) == 5
     for conv in kept:
         assert conv.turns[0].content == os_opening()[0]["content"]
         reply = PARSERS["os"](conv.turns[-3].content).action

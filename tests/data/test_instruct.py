@@ -10,6 +10,7 @@ import threading
 
 import pytest
 from localhttp import Handler, serve
+from tasksystems import needs_system
 
 from agentlm.agent.envs.db import DBEnvironment
 from agentlm.agent.envs.os import OSEnvironment
@@ -159,12 +160,13 @@ LINES = {
 WRONG_ANSWER = {**LINES, "answer": "4"}
 FAILING_CHECK = {**COUNT_TXT, "check": '[ "$1" -eq 99 ]'}
 LENIENT = {**COUNT_TXT, "check": "exit 0"}
-NEEDS_ROOT = {**LINES, "init": "useradd bob"}
+NEEDS_INTERNET = {**LINES, "init": f"apt-get install -y jq && {LINES['init']}"}
 
 
+@needs_system
 def test_os_proposals_are_kept_only_when_their_solution_passes_its_own_check(tmp_path):
     out = tmp_path / "os.jsonl"
-    replies = [COUNT_TXT, LINES, WRONG_ANSWER, FAILING_CHECK, LENIENT, NEEDS_ROOT]
+    replies = [COUNT_TXT, LINES, WRONG_ANSWER, FAILING_CHECK, LENIENT, NEEDS_INTERNET]
     report, seen = run("os", replies, out, n=6)
     assert report.kept == 2 and report.rejected == {
         "check-failed": 2, "check-too-lenient": 1, "unsupported": 1,

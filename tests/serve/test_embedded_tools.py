@@ -259,6 +259,53 @@ def test_grammars_are_compiled_once_per_tool_set(engine) -> None:
         grammars.compile([BROKEN], "auto", True)
 
 
+def test_the_vocabulary_is_read_for_grammars_at_load_and_kept_between_runs(
+    engine, tmp_path: Path, monkeypatch, caplog
+) -> None:
+    import xgrammar as xgr
+
+    from agentlm.serve.engines.grammar import ToolGrammars
+
+    assert engine._tool_grammars._compiler is not None  # prepared while loading, not on a request
+    vocab, stops = int(engine.model.config.vocab_size), sorted(engine.stop_ids)
+    first = ToolGrammars(engine.tokenizer, vocab, stops, cache=tmp_path)
+    first.prepare()
+    [kept] = tmp_path.glob("*.json")
+    built = xgr.TokenizerInfo.from_huggingface
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("built from the tokenizer again")
+
+    monkeypatch.setattr(xgr.TokenizerInfo, "from_huggingface", refuse)
+    again = ToolGrammars(engine.tokenizer, vocab, stops, cache=tmp_path)
+    good = format_tool_calls("", [{"name": "weather", "arguments": {"city": "Oslo", "unit": "C"}}])
+    for grammars in (first, again):  # the kept vocabulary constrains as the built one does
+        matcher = grammars.matcher(grammars.compile([WEATHER], "required", True))
+        assert matcher.accept_string(good) and matcher.is_completed()
+        assert not grammars.matcher(grammars.compile([WEATHER], "required", True)).accept_string("Hi")
+    # A torn file is rebuilt from the tokenizer, with a warning, and written whole again.
+    monkeypatch.setattr(xgr.TokenizerInfo, "from_huggingface", built)
+    kept.write_text(kept.read_text()[:100])
+    ToolGrammars(engine.tokenizer, vocab, stops, cache=tmp_path).prepare()
+    assert "unreadable" in caplog.text and xgr.TokenizerInfo.deserialize_json(kept.read_text())
+
+
+def test_a_vocabulary_xgrammar_cannot_read_is_a_clear_error_on_tool_requests(engine, monkeypatch) -> None:
+    import xgrammar as xgr
+
+    from agentlm.serve.engines.grammar import ToolGrammars
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("[10:00:00] /x/tokenizer_info.cc:12: unsupported vocabulary")
+
+    monkeypatch.setattr(xgr.TokenizerInfo, "from_huggingface", fail)
+    grammars = ToolGrammars(engine.tokenizer, int(engine.model.config.vocab_size), [1])
+    with pytest.raises(
+        UnsupportedFeatureError, match=r"cannot read its vocabulary \(unsupported vocabulary\)"
+    ):
+        grammars.compile([WEATHER], "auto", True)
+
+
 def test_rows_without_tools_are_left_alone_beside_rows_with_them(engine) -> None:
     """A batch mixing a constrained and a free request: each gets what it would get alone."""
 

@@ -61,6 +61,17 @@ def test_agent_success_is_the_share_of_tasks_a_served_model_solves(heldout, tmp_
     with endpoint(oracle) as base:
         (row,) = evaluate([f"oracle={base}/v1"], [path], None, general=False)
     assert row.tasks == {"heldout": 1.0}
+    kinds = {r["type"][0] for r in records}  # AgentBench's per-type rows, as its results report them
+    assert kinds == {"counting", "other"} and row.by_type == {"heldout": dict.fromkeys(sorted(kinds), 1.0)}
+    assert "heldout by type | counting | other" in table([row])
+
+    def half(messages):  # right on counting questions, a wrong answer on the others
+        record = by_question[messages[2]["content"]]
+        return oracle(messages) if record["type"] == ["counting"] else 'Action: Answer\nFinal Answer: ["x"]'
+
+    with endpoint(half) as base:
+        (row,) = evaluate([f"half={base}/v1"], [path], None, general=False)
+    assert row.by_type["heldout"] == {"counting": 1.0, "other": 0.0}
     with endpoint(lambda m: 'Action: Answer\nFinal Answer: ["nobody"]') as base:
         (row,) = evaluate(
             [f"guesser={base}/v1"], [path], None, general=False, runs_dir=tmp_path, max_rounds=2

@@ -1,0 +1,40 @@
+"""Whether task systems (agent/tools/tasksystem.py) run here, for ``needs_system`` marks.
+
+The first call builds the OS task image if the machine has none (about a minute, from the Debian
+mirror) and starts one system; the answer is kept for the session.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from agentlm.agent.tools.osimage import ImageBuildError, ensure_image
+from agentlm.agent.tools.shell import ShellSettings
+from agentlm.agent.tools.tasksystem import TaskSystem, TaskSystemError
+
+
+@functools.cache
+def system_unavailable() -> str | None:
+    settings = ShellSettings()
+    try:
+        image = ensure_image(uid_base=settings.system_uid_base)
+        TaskSystem(image, uid_base=settings.system_uid_base).close()
+    except (TaskSystemError, ImageBuildError) as e:
+        return str(e)
+    return None
+
+
+def image():
+    return ensure_image(uid_base=ShellSettings().system_uid_base)
+
+
+@pytest.fixture(scope="session")
+def task_systems() -> None:
+    """Skips a test where task systems cannot run (not root, no user namespaces, no image)."""
+    if reason := system_unavailable():
+        pytest.skip(f"task systems cannot run here: {reason}")
+
+
+needs_system = pytest.mark.usefixtures("task_systems")
