@@ -80,7 +80,12 @@ def _as_double(node: exp.Expression) -> exp.Expression:
 
 def _mysql_numbers(tree: exp.Expression) -> exp.Expression:
     """MySQL's string-to-number coercion, made explicit for DuckDB."""
+    # `SET Gold = 2` in an UPDATE is an assignment, which sqlglot also holds as an EQ: its target
+    # stays a column (a cast there is a syntax error).
+    assignments = {id(a) for update in tree.find_all(exp.Update) for a in update.expressions}
     for node in list(tree.find_all(exp.EQ, exp.NEQ, exp.LT, exp.LTE, exp.GT, exp.GTE)):
+        if id(node) in assignments:
+            continue
         left, right = node.left, node.right
         if _is_number(right) and not _is_number(left):
             left.replace(_as_double(left))

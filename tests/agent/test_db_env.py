@@ -181,6 +181,10 @@ def test_mysql_translation():
         'SELECT "a b" FROM "t" WHERE TRY_CAST(c AS DOUBLE) < 5 LIMIT 2 OFFSET 1'
     )
     assert mysql_to_duckdb("SHOW COLUMNS FROM `My Table`") == 'DESCRIBE "My Table"'
+    # An UPDATE's SET assigns: its target stays a column; its WHERE still compares as numbers.
+    assert mysql_to_duckdb("UPDATE t SET Gold = 2, `Note` = 'x' WHERE Silver > 3") == (
+        "UPDATE t SET Gold = 2, \"Note\" = 'x' WHERE TRY_CAST(Silver AS DOUBLE) > 3"
+    )
     with pytest.raises(Exception, match="not supported here"):
         mysql_to_duckdb("REPLACE INTO t VALUES (1)")
 
