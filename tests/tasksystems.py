@@ -7,27 +7,29 @@ mirror) and starts one system; the answer is kept for the session.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import pytest
 
-from agentlm.agent.tools.osimage import ImageBuildError, ensure_image
+from agentlm.agent.envs.os import OSEnvironment
+from agentlm.agent.tools.osimage import ImageBuildError
 from agentlm.agent.tools.shell import ShellSettings
 from agentlm.agent.tools.tasksystem import TaskSystem, TaskSystemError
 
 
 @functools.cache
+def image() -> Path:
+    """The OS task image, as the OS environment builds and finds it."""
+    return OSEnvironment().image()
+
+
+@functools.cache
 def system_unavailable() -> str | None:
-    settings = ShellSettings()
     try:
-        image = ensure_image(uid_base=settings.system_uid_base)
-        TaskSystem(image, uid_base=settings.system_uid_base).close()
+        TaskSystem(image(), uid_base=ShellSettings().system_uid_base).close()
     except (TaskSystemError, ImageBuildError) as e:
         return str(e)
     return None
-
-
-def image():
-    return ensure_image(uid_base=ShellSettings().system_uid_base)
 
 
 @pytest.fixture(scope="session")

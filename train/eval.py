@@ -66,7 +66,8 @@ def agent_success(
     With ``runs_out``, every run is written there (JSONL: task id, reward, trajectory), to read
     what the model did.
     """
-    env = environment_for(task_file, scripts=scripts if detect_environment(task_file) == "os" else None)
+    name = detect_environment(task_file)
+    env = environment_for(task_file, name, scripts if name == "os" else None)
     tasks = [t for t in env.load(task_file) if not t.unsupported][:limit]
     if not tasks:
         raise ValueError(f"{task_file}: no task that can run here")

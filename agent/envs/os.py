@@ -336,16 +336,23 @@ class OSEnvironment(Environment):
         self.scripts = Path(scripts) if scripts is not None else None  # None: found per task file
         self.limits = limits or SandboxLimits()
         self.settings = settings or ShellSettings()
+        self._image: Path | None = None
 
     def image(self) -> Path:
-        """The task systems' root filesystem (built on first use: a few minutes)."""
-        spec = ImageSpec(mirror=self.settings.image_mirror)
-        return ensure_image(spec, uid_base=self.settings.system_uid_base)
+        """The task systems' root filesystem (built on first use: about a minute)."""
+        if self._image is None:
+            spec = ImageSpec(mirror=self.settings.image_mirror)
+            self._image = ensure_image(spec, uid_base=self.settings.system_uid_base)
+        return self._image
+
+    def scripts_for(self, path: Path | None) -> Path | None:
+        """AgentBench's scripts folder for the task file at `path`: the one given, or found beside it."""
+        return self.scripts or (default_scripts(path) if path is not None else None)
 
     def load(self, path: str | Path) -> list[EnvTask]:
         path = Path(path)
         stem = path.name.removesuffix(".jsonl").removesuffix(".json")
-        scripts = self.scripts or default_scripts(path)
+        scripts = self.scripts_for(path)
         tasks = []
         for index, record in enumerate(_load_records(path)):
             description, parsed = _Reader(path, index, scripts).read(record)
@@ -373,8 +380,7 @@ class OSEpisode(Episode):
     def __init__(self, task: EnvTask, env: OSEnvironment):
         super().__init__(task)
         self.env = env
-        scripts = env.scripts or (default_scripts(task.source) if task.source else None)
-        self.spec = _Reader(Path(task.id), 0, scripts).read(task.raw)[1]
+        self.spec = _Reader(Path(task.id), 0, env.scripts_for(task.source)).read(task.raw)[1]
         self.system = TaskSystem(
             env.image(), uid_base=env.settings.system_uid_base, disk_bytes=env.limits.disk_bytes
         )

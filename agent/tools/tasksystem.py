@@ -55,23 +55,7 @@ log = logging.getLogger(__name__)
 
 # The capabilities Docker gives a container's root by default (moby's defaults): what AgentBench's
 # tasks ran with. CAP_SYS_ADMIN, CAP_SYS_MODULE, CAP_SYS_PTRACE, CAP_NET_ADMIN... are not among them.
-DOCKER_CAPS = (
-    "chown",
-    "dac_override",
-    "fowner",
-    "fsetid",
-    "kill",
-    "setgid",
-    "setuid",
-    "setpcap",
-    "net_bind_service",
-    "net_raw",
-    "sys_chroot",
-    "mknod",
-    "audit_write",
-    "setfcap",
-)
-_CAPS = {
+DOCKER_CAPS = {  # name: capability number (linux/capability.h)
     "chown": 0,
     "dac_override": 1,
     "fowner": 3,
@@ -80,8 +64,6 @@ _CAPS = {
     "setgid": 6,
     "setuid": 7,
     "setpcap": 8,
-}
-_CAPS |= {
     "net_bind_service": 10,
     "net_raw": 13,
     "sys_chroot": 18,
@@ -261,7 +243,7 @@ def _launch(image: str, stage: str, uid_base: int, disk_bytes: int) -> int:
                 # pid 1 holds what the rest hold, as in a container: a process with more
                 # capabilities than its reader hides /proc/1 from it.
                 last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
-                for cap in set(range(last + 1)) - {_CAPS[name] for name in DOCKER_CAPS}:
+                for cap in set(range(last + 1)) - set(DOCKER_CAPS.values()):
                     _check(libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0), f"dropping capability {cap}")
                 print("ready", flush=True)
                 null = os.open("/dev/null", os.O_RDWR)
