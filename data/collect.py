@@ -86,8 +86,8 @@ class ScriptedTeacher:
         try:
             rows = ast.literal_eval(observation)
             values = [v for row in rows for v in row]
-        except (ValueError, SyntaxError, TypeError):
-            values = []
+        except (ValueError, SyntaxError, TypeError):  # the statement failed: no answer to give
+            return "The statement failed, so I cannot answer.\nAction: Answer\nFinal Answer: []"
         answer = json.dumps(values if values else ["none"], ensure_ascii=False, default=str)
         return f"The query returned the answer.\nAction: Answer\nFinal Answer: {answer}"
 

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from agentlm.agent.envs.base import EnvTask
-from agentlm.agent.envs.db import DBEnvironment
+from agentlm.agent.envs.db import MODIFICATIONS, DBEnvironment
+from agentlm.agent.tools.sql import SQLError
 
 
 @dataclass(frozen=True)
@@ -194,14 +195,21 @@ def generate(
 
 
 def label_and_verify(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
-    """Fill query labels by running the gold SQL; keep only tasks whose reference passes its evaluation."""
+    """Label each task by running its gold SQL (query answers; ``answer_md5`` for modifications, as
+    AgentBench's files have it); keep only tasks whose reference passes its evaluation."""
     env = DBEnvironment()
     kept = []
     for record in records:
         task = EnvTask(id=record["id"], description=record["description"], raw=record)
-        if record["type"][0] not in ("INSERT", "UPDATE"):
+        try:
             with env.episode(task) as episode:
-                record["label"] = json.loads(episode.reference_answer())
+                answer = episode.reference_answer()
+                if record["type"][0] in MODIFICATIONS:
+                    record["answer_md5"] = episode.table_hash()
+                else:
+                    record["label"] = json.loads(answer or "[]")
+        except SQLError:
+            continue  # the gold SQL does not run: dropped, as AgentTuning dropped such tasks
         reward = next(iter(env.verify([task])))[1]
         if reward == 1.0:
             kept.append(record)

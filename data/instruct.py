@@ -80,15 +80,16 @@ Reply with one JSON object and nothing else, with exactly these fields:
 OS_PROMPT = """\
 You write practice tasks for an agent that answers questions by running commands in a Linux bash shell.
 
-Write one task about {topic}. The agent works as an unprivileged user in /root, without network; \
-only /root, /home and /tmp are writable; the usual GNU tools and python3 are there and nothing can be \
-installed. The task asks for information: changes the agent makes to the system are not checked.
+Write one task about {topic}. The agent works as root in a fresh Debian system of its own, without \
+network: it may write anywhere and use useradd, chown, chmod and su; python3, git, vim, curl, wget, zip, \
+unzip, tree and the usual GNU tools are there, and nothing can be installed. The task asks for \
+information: changes the agent makes to the system are not checked.
 
 Fields:
 - "description": the question as a user would ask it, saying what to answer and in what form \
 (e.g. "Answer with the number only.").
-- "init": a bash script that creates the files the task is about (under /root or /home), or "". \
-No commands that need root (useradd, chown, sudo, apt ...), no randomness, no background processes.
+- "init": a bash script that sets up what the task is about (files anywhere, users, groups, \
+permissions), or "". No randomness, no background processes, nothing that needs the network.
 - "solution": a bash script that prints the answer, and only the answer.
 - exactly one of:
   - "answer": the exact text the solution prints, when init fixes the answer; or

@@ -6,7 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(bubblewrap mmdebstrap)
+# bubblewrap: the shell sandbox; mmdebstrap: the OS tasks' image; mariadb-server: the database
+# tasks' MySQL (its binaries only: the environment starts its own server, never the service).
+APT_PACKAGES=(bubblewrap mmdebstrap mariadb-server)
 PYTHON=${PYTHON:-python3}
 
 missing=()

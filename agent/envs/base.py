@@ -61,6 +61,10 @@ class Episode(ABC):
         """
         return None
 
+    def explain(self, answer: str | None) -> str | None:
+        """Why `answer` scored 0 in this episode, in the task's terms, when the episode can say."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - episodes without resources need no cleanup
         pass
 
@@ -89,6 +93,8 @@ class Environment(ABC):
                 continue
             try:
                 with self.episode(task) as ep:
-                    yield task, ep.reward(ep.reference_answer()), None
+                    answer = ep.reference_answer()
+                    reward = ep.reward(answer)
+                    yield task, reward, None if reward >= 1.0 else ep.explain(answer)
             except Exception as e:  # one broken task must not hide the others' results
                 yield task, 0.0, f"{type(e).__name__}: {e}"

@@ -1,174 +1,92 @@
-"""AgentBench dbbench as an environment: one table per task, in a fresh DuckDB file per episode.
+"""AgentBench dbbench as an environment: each task's table in a database of its own, on MariaDB.
 
-AgentBench v0.2 created each task's table in MySQL 8 with every column TEXT and inserted the rows
-as given; the agent sees MySQL's rows as their Python repr. We do the same in DuckDB and keep the
-MySQL behaviour the tasks and the trained checkpoints rely on:
+AgentBench v0.2 ran dbbench on MySQL 8: a database per task holding one table, every column TEXT,
+the rows inserted as given; the agent's statements ran there and it saw the rows as their Python
+repr. Here the same runs on a MariaDB server the environment starts (``agent/tools/mariadb.py``:
+MySQL 8's collation, sql_mode and group_concat limit), so gold SQL that passes AgentBench's MySQL
+passes here and the agent meets MySQL's own errors. Where MariaDB is not installed, the tasks run
+on DuckDB through a MySQL translation (``agent/tools/mysql_duckdb.py``), with a warning: its
+verdicts differ from MySQL's on a few tasks (``benchmarks/db_oracle.py`` counts them).
+``AGENTLM_DB_ENGINE`` (``mariadb``, ``duckdb``) picks one explicitly.
 
-- Columns are ``VARCHAR COLLATE NOACCENT.NOCASE``: TEXT like AgentBench (values come back as str,
-  as pymysql returned them), compared case- and accent-insensitively like MySQL 8's default
-  utf8mb4_0900_ai_ci (``LIKE '%jimmy%'`` finds "Jimmy"). MIN/MAX/ORDER BY on such a column compare
-  text, as MySQL does on TEXT.
-- Statements are written for MySQL (backticks, MySQL functions): sqlglot translates them to DuckDB
-  (``read="mysql"``), for the gold SQL and for the agent's statements alike (``MySQLTool``).
-- MySQL compares a string with a number as numbers and sums strings as numbers; DuckDB refuses
-  both. The translation wraps the non-literal side of a comparison with a numeric literal, and the
-  argument of SUM/AVG, in ``TRY_CAST(... AS DOUBLE)``. Strings that are not numbers become NULL,
-  where MySQL would take their numeric prefix (``'1,429'`` → 1) or 0: a documented difference.
+Scoring follows AgentBench's grader:
 
-Scoring follows AgentBench's grader, except that the answer is parsed as data (json, then
-``ast.literal_eval`` on bounded input), never evaluated, and numbers match within a tolerance.
-Modifications score by table content (multiset of rows) against the gold statement run on a
-fresh copy; ``agentbench_table_hash`` reproduces AgentBench's MySQL md5 for checking the port.
+- Queries: the final answer is compared with the label, as numbers when both are one number,
+  else as sets. The answer is parsed as data (json, then ``ast.literal_eval`` on bounded input),
+  never evaluated as AgentBench's ``eval`` did, and numbers match within a tolerance.
+- Modifications: AgentBench's md5 of the table after the run (a 5-character hash per row, sorted,
+  joined and cut at 1024 characters) against the task's ``answer_md5``, or, for tasks without one,
+  the hash after the gold statement on a fresh copy of the table.
 
-Some dev tasks cannot run: their table has an empty column name (MySQL refuses it too), or their
-gold SQL is not valid MySQL or names tables/columns the table does not have (the dev set's
-``sql.query`` was written loosely). Those are marked ``unsupported`` with the reason at load time;
-an agent's answer to a query task can still be scored against its label.
+Tasks whose table MySQL would refuse (an empty or duplicate column name) are marked
+``unsupported`` at load time. Gold SQL that fails or disagrees with its label is the dataset's
+own error: ``agentlm tasks verify`` lists those tasks and docs/results.md the dev set's.
 """
 
 from __future__ import annotations
 
 import ast
-import collections
-import hashlib
 import json
+import logging
 import math
+import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import duckdb
+import pymysql
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ErrorLevel, SqlglotError
+from sqlglot.errors import SqlglotError
 
 from agentlm.agent.envs.base import Environment, EnvTask, Episode, Setup, TaskFileError
 from agentlm.agent.protocols import db_opening
-from agentlm.agent.tools.sql import SQLError, SQLTool
+from agentlm.agent.tools.mariadb import MariaDBTool, TaskDatabase, mariadb_binaries, shared_server
+from agentlm.agent.tools.mysql_duckdb import MySQLTool, agentbench_table_hash, build_table
+from agentlm.agent.tools.sql import SQLError
+
+log = logging.getLogger(__name__)
 
 __all__ = [
+    "ENGINES",
     "DBEnvironment",
     "DBEpisode",
     "MODIFICATIONS",
-    "MySQLTool",
-    "agentbench_table_hash",
     "answers_match",
-    "mysql_to_duckdb",
+    "db_engine",
     "parse_answer",
 ]
 
 MODIFICATIONS = ("INSERT", "UPDATE", "DELETE")
 MAX_ROUNDS = 15  # AgentBench dbbench's round limit
-TEXT = "VARCHAR COLLATE NOACCENT.NOCASE"
 MAX_ANSWER_CHARS = 20_000  # longer answers are compared as one string, never parsed
 REL_TOL = ABS_TOL = 1e-6  # AgentBench compares floats exactly; rounding noise should not fail a run
+ENGINES = ("mariadb", "duckdb")
+Engine = Literal["mariadb", "duckdb"]
+_warned_duckdb = False
 
 
-# --- MySQL → DuckDB ------------------------------------------------------------------------------
-
-
-def _is_number(node: exp.Expression) -> bool:
-    if isinstance(node, exp.Neg):
-        node = node.this
-    return isinstance(node, exp.Literal) and not node.is_string
-
-
-def _as_double(node: exp.Expression) -> exp.Expression:
-    return exp.TryCast(this=node.copy(), to=exp.DataType.build("DOUBLE"))
-
-
-def _mysql_numbers(tree: exp.Expression) -> exp.Expression:
-    """MySQL's string-to-number coercion, made explicit for DuckDB."""
-    # `SET Gold = 2` in an UPDATE is an assignment, which sqlglot also holds as an EQ: its target
-    # stays a column (a cast there is a syntax error).
-    assignments = {id(a) for update in tree.find_all(exp.Update) for a in update.expressions}
-    for node in list(tree.find_all(exp.EQ, exp.NEQ, exp.LT, exp.LTE, exp.GT, exp.GTE)):
-        if id(node) in assignments:
-            continue
-        left, right = node.left, node.right
-        if _is_number(right) and not _is_number(left):
-            left.replace(_as_double(left))
-        elif _is_number(left) and not _is_number(right):
-            right.replace(_as_double(right))
-    for node in list(tree.find_all(exp.Between)):
-        if _is_number(node.args["low"]) and _is_number(node.args["high"]) and not _is_number(node.this):
-            node.this.replace(_as_double(node.this))
-    for node in list(tree.find_all(exp.In)):
-        values = node.expressions
-        if values and all(_is_number(v) for v in values) and not _is_number(node.this):
-            node.this.replace(_as_double(node.this))
-    # `Total + 0`, MySQL's idiom for sorting text numerically: column operands become numbers.
-    for node in list(tree.find_all(exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod)):
-        for side in (node.left, node.right):
-            if isinstance(side, exp.Column):
-                side.replace(_as_double(side))
-    for node in list(tree.find_all(exp.Sum, exp.Avg)):
-        if not isinstance(node.this, exp.TryCast | exp.Cast):
-            node.this.replace(_as_double(node.this))
-    return tree
-
-
-def _translate(tree: exp.Expression) -> str:
-    if isinstance(tree, exp.Command):  # sqlglot's fallback for syntax it does not model
-        raise SQLError(f"this MySQL statement is not supported here: {tree.sql(dialect='mysql')[:80]!r}")
-    if isinstance(tree, exp.Show):
-        kind, target = str(tree.name).upper(), tree.args.get("target")
-        if kind in ("COLUMNS", "FIELDS") and target is not None:
-            return f"DESCRIBE {_quote(target.name)}"
-        if target is not None:
-            raise SQLError(f"SHOW {kind} is not supported here; use SHOW TABLES or DESCRIBE `table`")
-    return _mysql_numbers(tree).sql(dialect="duckdb", unsupported_level=ErrorLevel.RAISE)
-
-
-def mysql_to_duckdb(sql: str) -> str:
-    """Translate MySQL statements (``;``-separated) to DuckDB; raises SQLError when sqlglot cannot."""
-    try:
-        trees = [t for t in sqlglot.parse(sql, read="mysql") if t is not None]
-        return ";\n".join(_translate(t) for t in trees)
-    except SqlglotError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SQLError(f"could not read the statement as MySQL: {first}") from e
-
-
-class MySQLTool(SQLTool):
-    """SQLTool that takes MySQL, as AgentLM checkpoints were trained to write, and runs it on DuckDB."""
-
-    description: str = "Run exactly one MySQL statement against the database and return the result rows."
-
-    def prepare(self, query: str) -> str:
-        return mysql_to_duckdb(query)
-
-
-# --- building the table --------------------------------------------------------------------------
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _text(value: Any) -> str | None:
-    # What MySQL stored when AgentBench inserted the value into a TEXT column.
-    return None if value is None else str(value)
-
-
-def build_table(conn: duckdb.DuckDBPyConnection, table: dict[str, Any]) -> None:
-    columns = [c["name"] for c in table["table_info"]["columns"]]
-    name = _quote(table["table_name"])
-    conn.execute(f"CREATE TABLE {name} ({', '.join(f'{_quote(c)} {TEXT}' for c in columns)})")
-    rows = [[_text(v) for v in row] for row in table["table_info"]["rows"]]
-    if rows:
-        conn.executemany(f"INSERT INTO {name} VALUES ({', '.join('?' * len(columns))})", rows)
-
-
-def agentbench_table_hash(rows: list[tuple]) -> str:
-    """AgentBench's md5 of a table (MySQL: md5(group_concat(substring(md5(concat_ws(',', cols)),1,5)
-    order by rowhash))), including group_concat's default 1024-character cut."""
-    hashes = sorted(
-        hashlib.md5(",".join(str(v) for v in row if v is not None).encode()).hexdigest()[:5] for row in rows
-    )
-    joined = ",".join(hashes)[:1024]
-    return hashlib.md5(joined.encode()).hexdigest()
+def db_engine(requested: str | None = None) -> Engine:
+    """The engine dbbench tasks run on: `requested`, else $AGENTLM_DB_ENGINE, else MariaDB when it is
+    installed, else DuckDB (with a warning, once)."""
+    global _warned_duckdb
+    choice = (requested or os.environ.get("AGENTLM_DB_ENGINE") or "").strip().lower()
+    if choice:
+        if choice not in ENGINES:
+            raise ValueError(f"unknown database engine {choice!r} (AGENTLM_DB_ENGINE): use mariadb or duckdb")
+        return choice  # type: ignore[return-value]
+    if mariadb_binaries() is not None:
+        return "mariadb"
+    if not _warned_duckdb:
+        _warned_duckdb = True
+        log.warning(
+            "MariaDB is not installed, so database tasks run on DuckDB through a MySQL translation, whose "
+            "verdicts differ from AgentBench's MySQL on some tasks; `apt-get install mariadb-server` for "
+            "AgentBench's semantics (set AGENTLM_DB_ENGINE=duckdb to silence this)"
+        )
+    return "duckdb"
 
 
 # --- answers -------------------------------------------------------------------------------------
@@ -238,15 +156,24 @@ def _gold(record: dict[str, Any]) -> str:
     return record["label"][0] if record["type"][0] in MODIFICATIONS else record["sql"]["query"]
 
 
-def _why_unsupported(record: dict[str, Any]) -> str | None:
-    table = record["table"]
-    columns = [c["name"] for c in table["table_info"]["columns"]]
+def _why_table_unsupported(record: dict[str, Any]) -> str | None:
+    """Why MySQL would refuse to create the task's table (no engine can run such a task)."""
+    columns = [c["name"] for c in record["table"]["table_info"]["columns"]]
     for i, name in enumerate(columns):
         if not name.strip():
-            return f"column {i} has an empty name, which MySQL (and DuckDB) refuse"
+            return f"column {i} has an empty name, which MySQL refuses"
+        if name != name.rstrip() or len(name) > 64:
+            return f"column {i} ({name!r}) ends with a space or is over 64 characters, which MySQL refuses"
     lowered = [c.lower() for c in columns]
     if len(set(lowered)) != len(lowered):
         return "two columns share a name (MySQL compares column names case-insensitively)"
+    return None
+
+
+def _why_gold_untranslatable(record: dict[str, Any]) -> str | None:
+    """Why the DuckDB port cannot run the gold SQL (MariaDB runs it and reports its own error)."""
+    table = record["table"]
+    lowered = [c["name"].lower() for c in table["table_info"]["columns"]]
     gold = _gold(record)
     try:
         trees = [t for t in sqlglot.parse(gold, read="mysql") if t is not None]
@@ -332,6 +259,9 @@ def _check_record(record: Any, path: Path, index: int) -> None:
 class DBEnvironment(Environment):
     name = "db"
 
+    def __init__(self, engine: str | None = None):
+        self.engine = db_engine(engine)
+
     def load(self, path: str | Path) -> list[EnvTask]:
         path = Path(path)
         tasks = []
@@ -344,28 +274,74 @@ class DBEnvironment(Environment):
                 except json.JSONDecodeError as e:
                     raise TaskFileError(f"{path}: task {index}: not valid JSON ({e})") from e
                 _check_record(record, path, index)
+                unsupported = _why_table_unsupported(record)
+                if unsupported is None and self.engine == "duckdb":
+                    unsupported = _why_gold_untranslatable(record)
                 tasks.append(
                     EnvTask(
                         id=f"{path.stem}-{index:05d}",
                         description=record["description"] + "\n" + record["add_description"],
                         raw=record,
-                        unsupported=_why_unsupported(record),
+                        unsupported=unsupported,
                     )
                 )
         return tasks
 
     def episode(self, task: EnvTask) -> DBEpisode:
-        return DBEpisode(task)
+        return DBEpisode(task, self.engine)
+
+
+def _create_statements(table: dict[str, Any]) -> list[tuple[str, list[Any] | None]]:
+    """AgentBench's CREATE TABLE (every column TEXT) and INSERT, for MySQL."""
+    columns = [c["name"] for c in table["table_info"]["columns"]]
+    name = _ident(table["table_name"])
+    statements: list[tuple[str, list[Any] | None]] = [
+        (f"CREATE TABLE {name} ({', '.join(f'{_ident(c)} TEXT' for c in columns)})", None)
+    ]
+    rows = table["table_info"]["rows"]
+    if rows:
+        values = ", ".join("(" + ", ".join(["%s"] * len(columns)) + ")" for _ in rows)
+        names = ", ".join(_ident(c) for c in columns)
+        statements.append(
+            (
+                f"INSERT INTO {name} ({names}) VALUES {values}",
+                [None if v is None else str(v) for r in rows for v in r],
+            )
+        )
+    return statements
+
+
+def _ident(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _hash_query(record: dict[str, Any]) -> str:
+    """AgentBench's md5 of the task's table, as it ran it on MySQL."""
+    columns = ",".join(_ident(c["name"]) for c in record["table"]["table_info"]["columns"])
+    return (
+        "SELECT md5(group_concat(rowhash ORDER BY rowhash)) AS hash FROM (SELECT "
+        f"substring(MD5(CONCAT_WS(',', {columns})), 1, 5) AS rowhash FROM {_ident(record['table']['table_name'])}) AS sub"
+    )
 
 
 class DBEpisode(Episode):
-    """A fresh DuckDB file with the task's table; the agent's writes go to the tool's scratch copy."""
+    """A fresh database with the task's table: on MariaDB a database and user of its own; on DuckDB a
+    file whose changes go to the tool's scratch copy."""
 
-    def __init__(self, task: EnvTask):
+    def __init__(self, task: EnvTask, engine: Engine = "mariadb"):
         super().__init__(task)
         self.record = task.raw
         self.kind = self.record["type"][0]
         self.table = self.record["table"]["table_name"]
+        self.engine = engine
+        self.database: Path | None = None  # the DuckDB file (DuckDB engine)
+        self._dir: Path | None = None
+        self.tool: MariaDBTool | MySQLTool
+        if engine == "mariadb":
+            self.tool = MariaDBTool(
+                database=TaskDatabase(shared_server(), _create_statements(self.record["table"]))
+            )
+            return
         self._dir = Path(tempfile.mkdtemp(prefix="agentlm-db-"))
         try:
             self.database = self._dir / "task.duckdb"
@@ -386,21 +362,37 @@ class DBEpisode(Episode):
             name=self.task.id,
         )
 
-    def _expected_rows(self) -> list[tuple]:
-        """The table after the gold statement, run on a fresh copy of the task's table."""
-        with duckdb.connect(":memory:") as conn:
-            build_table(conn, self.record["table"])
-            conn.execute(mysql_to_duckdb(_gold(self.record)))
-            return conn.execute(f"SELECT * FROM {_quote(self.table)}").fetchall()
+    def table_hash(self) -> str:
+        """AgentBench's answer for a modification: its md5 query's result, as it printed it
+        (``[('<md5>',)]``); a query error's text when the table is gone or changed shape."""
+        if isinstance(self.tool, MariaDBTool):
+            try:
+                return str(self.tool.database.run(_hash_query(self.record)))
+            except pymysql.MySQLError as e:
+                return str(e)
+        try:
+            rows = self.tool.table_rows(self.table)
+        except SQLError as e:
+            return str(e)
+        return f"[('{agentbench_table_hash(rows)}',)]" if rows else "[(None,)]"
+
+    def expected_hash(self) -> str:
+        """The task's ``answer_md5``, or the hash after its gold statement on a fresh copy."""
+        if isinstance(self.record.get("answer_md5"), str):
+            return self.record["answer_md5"]
+        with DBEpisode(self.task, self.engine) as fresh:
+            fresh.tool.run_rows(_gold(self.record))
+            return fresh.table_hash()
 
     def reward(self, answer: str | None) -> float:
         if self.kind in MODIFICATIONS:
-            try:
-                now = self.tool.table_rows(self.table)
-            except SQLError:
-                return 0.0  # the agent dropped or renamed the table
-            return float(collections.Counter(now) == collections.Counter(self._expected_rows()))
+            return float(self.table_hash() == self.expected_hash())
         return float(answers_match(parse_answer(answer), self.record["label"]))
+
+    def explain(self, answer: str | None) -> str | None:
+        if self.kind in MODIFICATIONS:
+            return f"the table's hash is {self.table_hash()}, the task expects {self.expected_hash()}"
+        return f"the answer {answer} is not the label {json.dumps(self.record['label'], ensure_ascii=False)}"
 
     def reference_action(self) -> str | None:
         return _gold(self.record)
@@ -416,4 +408,5 @@ class DBEpisode(Episode):
 
     def close(self) -> None:
         self.tool.close()
-        shutil.rmtree(self._dir, ignore_errors=True)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)

@@ -30,13 +30,13 @@ import math
 import re
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from agentlm.agent.envs.base import Environment, EnvTask, Episode, Setup, TaskFileError
 from agentlm.agent.protocols import os_opening, os_task
-from agentlm.agent.tools.osimage import ImageSpec, ensure_image
+from agentlm.agent.tools.osimage import FLAVOURS, ensure_image
 from agentlm.agent.tools.shell import SandboxLimits, ShellSession, ShellSettings, ShellTool
 from agentlm.agent.tools.tasksystem import TaskSystem
 
@@ -257,11 +257,23 @@ class _Reader:
         return description, OSTask(tuple(init), start, match, check, example)
 
 
-def _unsupported(raw: dict[str, Any], task: OSTask) -> str | None:
+def image_flavour(raw: dict[str, Any]) -> str:
+    """Which of AgentBench's images a task names: ``"local": "packages"`` (its config's
+    ``local-os/packages``) or ``"image": "local-os/packages"``; ``default`` when it names none."""
     create = raw.get("create")
-    image = create.get("image") if isinstance(create, dict) else None
-    if image and not str(image).endswith("/default"):
-        return f"needs the Docker image {image!r}; task systems are built like AgentBench's default one"
+    if not isinstance(create, dict):
+        return "default"
+    name = create.get("local") or create.get("image") or "default"
+    return str(name).rsplit("/", 1)[-1].split(":", 1)[0]
+
+
+def _unsupported(raw: dict[str, Any], task: OSTask) -> str | None:
+    flavour = image_flavour(raw)
+    if flavour not in FLAVOURS:
+        return (
+            f"needs the image {flavour!r}; task systems are built like AgentBench's "
+            f"{', '.join(FLAVOURS)} images"
+        )
     scripts: list[tuple[str, Script]] = [(f"init script {i}", s) for i, s in enumerate(task.init)]
     if task.start is not None:
         scripts.append(("start script", task.start))
@@ -336,14 +348,15 @@ class OSEnvironment(Environment):
         self.scripts = Path(scripts) if scripts is not None else None  # None: found per task file
         self.limits = limits or SandboxLimits()
         self.settings = settings or ShellSettings()
-        self._image: Path | None = None
+        self._images: dict[str, Path] = {}
 
-    def image(self) -> Path:
-        """The task systems' root filesystem (built on first use: about a minute)."""
-        if self._image is None:
-            spec = ImageSpec(mirror=self.settings.image_mirror)
-            self._image = ensure_image(spec, uid_base=self.settings.system_uid_base)
-        return self._image
+    def image(self, flavour: str = "default") -> Path:
+        """The task systems' root filesystem for one of AgentBench's images (``FLAVOURS``), built on
+        first use (about a minute)."""
+        if flavour not in self._images:
+            spec = replace(FLAVOURS[flavour], mirror=self.settings.image_mirror)
+            self._images[flavour] = ensure_image(spec, uid_base=self.settings.system_uid_base)
+        return self._images[flavour]
 
     def scripts_for(self, path: Path | None) -> Path | None:
         """AgentBench's scripts folder for the task file at `path`: the one given, or found beside it."""
@@ -382,7 +395,9 @@ class OSEpisode(Episode):
         self.env = env
         self.spec = _Reader(Path(task.id), 0, env.scripts_for(task.source)).read(task.raw)[1]
         self.system = TaskSystem(
-            env.image(), uid_base=env.settings.system_uid_base, disk_bytes=env.limits.disk_bytes
+            env.image(image_flavour(task.raw)),
+            uid_base=env.settings.system_uid_base,
+            disk_bytes=env.limits.disk_bytes,
         )
         try:
             self.session = ShellSession(env.limits, settings=env.settings, system=self.system)

@@ -1,7 +1,8 @@
 """The root filesystem OS tasks start from: a Debian userland like AgentBench's Ubuntu image.
 
 AgentBench's OS tasks run in ``ubuntu`` with python3, pip, git, vim, curl, wget, unzip, zip and
-tree installed (``os_dockerfiles/default``). ``ensure_image`` builds the same userland once with
+tree installed (``os_dockerfiles/default``; ``packages`` adds npm, ``ubuntu`` is bare with one file:
+``FLAVOURS``). ``ensure_image`` builds the same userland once with
 ``mmdebstrap`` (from the distribution's package mirror: no container registry needed), shifts every
 file's owner into the task systems' block of host ids (so root inside a task owns the system's
 files, and the host's root owns none of them), and keeps it under ``AGENTLM_HOME/os-images``.
@@ -64,10 +65,23 @@ class ImageSpec:
     mirror: str = "http://deb.debian.org/debian"
     packages: tuple[str, ...] = PACKAGES
     variant: str = "minbase"
+    flavour: str = "default"  # which of AgentBench's images this one stands for
+    files: tuple[tuple[str, str], ...] = ()  # (path under /, content) its Dockerfile writes
 
     @property
     def name(self) -> str:
-        return f"debian-{self.suite}-agentbench"
+        suffix = "" if self.flavour == "default" else f"-{self.flavour}"
+        return f"debian-{self.suite}-agentbench{suffix}"
+
+
+# AgentBench's three OS images (os_dockerfiles/), which a task names in "create": {"local": ...}.
+# `ubuntu` is bare Ubuntu with one file; the tools of `default` are kept in it (a task that runs on
+# bare Ubuntu runs with them too).
+FLAVOURS = {
+    "default": ImageSpec(),
+    "packages": ImageSpec(flavour="packages", packages=(*PACKAGES, "npm")),
+    "ubuntu": ImageSpec(flavour="ubuntu", files=(("file.txt", "tmp\n"),)),
+}
 
 
 class ImageBuildError(RuntimeError):
@@ -139,6 +153,8 @@ def build_image(target: Path, spec: ImageSpec, uid_base: int) -> None:
         f"127.0.0.1\tlocalhost\n127.0.1.1\t{HOSTNAME}\n::1\tlocalhost ip6-localhost\n"
     )
     (partial / "etc" / "resolv.conf").write_text("")
+    for relative, content in spec.files:
+        (partial / relative).write_text(content)
     (partial / "root").chmod(0o700)
     _shift_owners(partial, uid_base)
     os.chown(partial, uid_base, uid_base)

@@ -15,11 +15,13 @@ from agentlm.agent.envs.os import (
     OSEnvironment,
     OSTaskSetupError,
     default_scripts,
+    image_flavour,
     integer_match,
     size_match,
     string_match,
 )
 from agentlm.agent.protocols import os_opening, os_task
+from agentlm.agent.tools.osimage import FLAVOURS
 from agentlm.agent.tools.shell import SandboxLimits, ShellTool
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "agentbench"
@@ -316,6 +318,36 @@ def test_system_changing_init_is_supported(tmp_path):
     record = {"description": "d", "create": {"init": code}, "evaluation": {"match": "x"}}
     (task,) = OSEnvironment().load(_write(tmp_path, [record]))
     assert task.unsupported is None
+
+
+@pytest.mark.parametrize(
+    ("create", "flavour"),
+    [
+        ({"local": "default"}, "default"),
+        ({"local": "packages", "init": "true"}, "packages"),
+        ({"image": "local-os/ubuntu"}, "ubuntu"),
+        ({"image": "local-os/packages:latest"}, "packages"),
+        ({}, "default"),
+    ],
+)
+def test_a_task_runs_in_the_agentbench_image_it_names(tmp_path, create, flavour):
+    record = {"description": "d", "create": create, "evaluation": {"match": "x"}}
+    (task,) = OSEnvironment().load(_write(tmp_path, [record]))
+    assert task.unsupported is None and image_flavour(record) == flavour
+    spec = FLAVOURS[flavour]
+    assert spec.flavour == flavour and set(FLAVOURS["default"].packages) <= set(spec.packages)
+    # Each is its own cached image; `packages` has npm as AgentBench's does, `ubuntu` its file.
+    assert len({s.name for s in FLAVOURS.values()}) == len(FLAVOURS)
+    assert ("npm" in spec.packages) == (flavour == "packages")
+    assert (("file.txt", "tmp\n") in spec.files) == (flavour == "ubuntu")
+
+
+def test_a_task_naming_an_image_agentbench_does_not_have_is_unsupported(tmp_path):
+    record = {"description": "d", "create": {"local": "centos"}, "evaluation": {"match": "x"}}
+    (task,) = OSEnvironment().load(_write(tmp_path, [record]))
+    assert task.unsupported == (
+        "needs the image 'centos'; task systems are built like AgentBench's default, packages, ubuntu images"
+    )
 
 
 @pytest.mark.parametrize(
