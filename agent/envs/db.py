@@ -158,6 +158,9 @@ def _gold(record: dict[str, Any]) -> str:
 
 def _why_table_unsupported(record: dict[str, Any]) -> str | None:
     """Why MySQL would refuse to create the task's table (no engine can run such a task)."""
+    table = record["table"]["table_name"]
+    if table != table.rstrip() or len(table) > 64:
+        return f"the table name {table!r} ends with a space or is over 64 characters, which MySQL refuses"
     columns = [c["name"] for c in record["table"]["table_info"]["columns"]]
     for i, name in enumerate(columns):
         if not name.strip():
@@ -336,6 +339,7 @@ class DBEpisode(Episode):
         self.engine = engine
         self.database: Path | None = None  # the DuckDB file (DuckDB engine)
         self._dir: Path | None = None
+        self._expected: str | None = None  # the gold statement's table hash, once computed
         self.tool: MariaDBTool | MySQLTool
         if engine == "mariadb":
             self.tool = MariaDBTool(
@@ -380,9 +384,11 @@ class DBEpisode(Episode):
         """The task's ``answer_md5``, or the hash after its gold statement on a fresh copy."""
         if isinstance(self.record.get("answer_md5"), str):
             return self.record["answer_md5"]
-        with DBEpisode(self.task, self.engine) as fresh:
-            fresh.tool.run_rows(_gold(self.record))
-            return fresh.table_hash()
+        if self._expected is None:
+            with DBEpisode(self.task, self.engine) as fresh:
+                fresh.tool.run_rows(_gold(self.record))
+                self._expected = fresh.table_hash()
+        return self._expected
 
     def reward(self, answer: str | None) -> float:
         if self.kind in MODIFICATIONS:

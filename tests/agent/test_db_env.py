@@ -284,3 +284,20 @@ def test_invalid_json_line(env, tmp_path):
     path.write_text(DEV.read_text().splitlines()[0] + "\n{not json\n")
     with pytest.raises(TaskFileError, match=r"broken.jsonl: task 1: not valid JSON"):
         env.load(path)
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "why"),
+    [
+        ("x" * 65, "a", "over 64 characters"),
+        ("Results ", "a", "ends with a space"),
+        ("Results", "a ", "ends with a space"),
+        ("Results", "", "empty name"),
+    ],
+)
+def test_tables_mysql_refuses_are_unsupported_with_the_reason(env, tmp_path, table, column, why):
+    record = json.loads(DEV.read_text().splitlines()[3])
+    record["table"]["table_name"] = table
+    record["table"]["table_info"]["columns"][0]["name"] = column
+    (task,) = env.load(bad_file(tmp_path, record))
+    assert task.unsupported and why in task.unsupported
