@@ -90,10 +90,17 @@ def test_the_speedup_is_measured_per_group_of_same_shaped_layers() -> None:
     torch.manual_seed(0)
     small = [nn.Linear(32, 64) for _ in range(3)]  # packed made slow: plain should win
     wide = [nn.Linear(32, 512) for _ in range(2)]  # plain made slow: packed should win
-    with torch.inference_mode():
-        packed = [_Slow(PackedLinear(m), 0.004) for m in small] + [PackedLinear(m) for m in wide]
-        plain: list[nn.Module] = [*small, *(_Slow(m, 0.004) for m in wide)]
-        speedups = kernels.packed_speedups(plain, packed, batch=4, rounds=2)  # type: ignore[arg-type]
+    # One thread: on a loaded machine two threads wait for each other's time slice, milliseconds
+    # an op, which would measure the machine's load instead of the grouping under test.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            packed = [_Slow(PackedLinear(m), 0.01) for m in small] + [PackedLinear(m) for m in wide]
+            plain: list[nn.Module] = [*small, *(_Slow(m, 0.01) for m in wide)]
+            speedups = kernels.packed_speedups(plain, packed, batch=4, rounds=3)  # type: ignore[arg-type]
+    finally:
+        torch.set_num_threads(threads)
     assert set(speedups) == {(32, 64), (32, 512)}
     assert speedups[(32, 64)] < 0.5 < 2 < speedups[(32, 512)]
 
