@@ -18,8 +18,8 @@ Scoring follows AgentBench's grader:
   joined and cut at 1024 characters) against the task's ``answer_md5``, or, for tasks without one,
   the hash after the gold statement on a fresh copy of the table.
 
-Tasks whose table MySQL would refuse (an empty or duplicate column name) are marked
-``unsupported`` at load time. Gold SQL that fails or disagrees with its label is the dataset's
+Tasks whose table MySQL would refuse (an empty, duplicate or over-long name, one ending with a
+space) are marked ``unsupported`` at load time. Gold SQL that fails or disagrees with its label is the dataset's
 own error: ``agentlm tasks verify`` lists those tasks and docs/results.md the dev set's.
 """
 
@@ -43,7 +43,7 @@ from sqlglot.errors import SqlglotError
 
 from agentlm.agent.envs.base import Environment, EnvTask, Episode, Setup, TaskFileError
 from agentlm.agent.protocols import db_opening
-from agentlm.agent.tools.mariadb import MariaDBTool, TaskDatabase, mariadb_binaries, shared_server
+from agentlm.agent.tools.mariadb import MariaDBTool, TaskDatabase, ident, mariadb_binaries, shared_server
 from agentlm.agent.tools.mysql_duckdb import MySQLTool, agentbench_table_hash, build_table
 from agentlm.agent.tools.sql import SQLError
 
@@ -297,14 +297,14 @@ class DBEnvironment(Environment):
 def _create_statements(table: dict[str, Any]) -> list[tuple[str, list[Any] | None]]:
     """AgentBench's CREATE TABLE (every column TEXT) and INSERT, for MySQL."""
     columns = [c["name"] for c in table["table_info"]["columns"]]
-    name = _ident(table["table_name"])
+    name = ident(table["table_name"])
     statements: list[tuple[str, list[Any] | None]] = [
-        (f"CREATE TABLE {name} ({', '.join(f'{_ident(c)} TEXT' for c in columns)})", None)
+        (f"CREATE TABLE {name} ({', '.join(f'{ident(c)} TEXT' for c in columns)})", None)
     ]
     rows = table["table_info"]["rows"]
     if rows:
         values = ", ".join("(" + ", ".join(["%s"] * len(columns)) + ")" for _ in rows)
-        names = ", ".join(_ident(c) for c in columns)
+        names = ", ".join(ident(c) for c in columns)
         statements.append(
             (
                 f"INSERT INTO {name} ({names}) VALUES {values}",
@@ -314,16 +314,12 @@ def _create_statements(table: dict[str, Any]) -> list[tuple[str, list[Any] | Non
     return statements
 
 
-def _ident(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
-
-
 def _hash_query(record: dict[str, Any]) -> str:
     """AgentBench's md5 of the task's table, as it ran it on MySQL."""
-    columns = ",".join(_ident(c["name"]) for c in record["table"]["table_info"]["columns"])
+    columns = ",".join(ident(c["name"]) for c in record["table"]["table_info"]["columns"])
     return (
         "SELECT md5(group_concat(rowhash ORDER BY rowhash)) AS hash FROM (SELECT "
-        f"substring(MD5(CONCAT_WS(',', {columns})), 1, 5) AS rowhash FROM {_ident(record['table']['table_name'])}) AS sub"
+        f"substring(MD5(CONCAT_WS(',', {columns})), 1, 5) AS rowhash FROM {ident(record['table']['table_name'])}) AS sub"
     )
 
 

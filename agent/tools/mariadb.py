@@ -46,7 +46,15 @@ from agentlm.agent.tools.sql import QueryResult, SQLError, SQLInput, render_rows
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MariaDBServer", "MariaDBTool", "MariaDBUnavailable", "mariadb_binaries", "shared_server"]
+__all__ = [
+    "MariaDBServer",
+    "MariaDBTool",
+    "MariaDBUnavailable",
+    "TaskDatabase",
+    "ident",
+    "mariadb_binaries",
+    "shared_server",
+]
 
 # Where Debian's mariadb-server puts its binaries, beside PATH (sbin is not on a user's PATH).
 _SEARCH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin", "/usr/bin"])
@@ -109,7 +117,8 @@ def _abandon(conn: pymysql.connections.Connection) -> None:
     conn._force_close()
 
 
-def _ident(name: str) -> str:
+def ident(name: str) -> str:
+    """A MySQL identifier, backquoted."""
     return "`" + name.replace("`", "``") + "`"
 
 
@@ -247,10 +256,10 @@ class TaskDatabase:
         self.server = server
         token = secrets.token_hex(6)
         self.name, self.user, self.password = f"task_{token}", f"agent_{token}", secrets.token_hex(16)
-        server.admin(f"CREATE DATABASE {_ident(self.name)}")
+        server.admin(f"CREATE DATABASE {ident(self.name)}")
         try:
             server.admin("CREATE USER %s@'localhost' IDENTIFIED BY %s", (self.user, self.password))
-            server.admin(f"GRANT ALL PRIVILEGES ON {_ident(self.name)}.* TO %s@'localhost'", (self.user,))
+            server.admin(f"GRANT ALL PRIVILEGES ON {ident(self.name)}.* TO %s@'localhost'", (self.user,))
             with self.connect() as conn, conn.cursor() as cursor:
                 for sql, args in create:
                     cursor.execute(sql, args)
@@ -275,7 +284,7 @@ class TaskDatabase:
         ):
             with contextlib.suppress(pymysql.MySQLError):  # it may have ended on its own meanwhile
                 self.server.admin(f"KILL CONNECTION {int(thread)}")
-        self.server.admin(f"DROP DATABASE IF EXISTS {_ident(self.name)}")
+        self.server.admin(f"DROP DATABASE IF EXISTS {ident(self.name)}")
         self.server.admin("DROP USER IF EXISTS %s@'localhost'", (self.user,))
 
 
@@ -361,7 +370,7 @@ class MariaDBTool(BaseTool):
     def table_rows(self, table: str) -> list[tuple]:
         """Every row of one table of the task's database (for scoring; not bounded by max_rows)."""
         try:
-            return self.database.run(f"SELECT * FROM {_ident(table)}")
+            return self.database.run(f"SELECT * FROM {ident(table)}")
         except pymysql.MySQLError as e:
             raise SQLError(_error_text(e)) from e
 
