@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import random
 import statistics
 import tempfile
 import time
@@ -224,8 +225,6 @@ TRICKY = (
 
 def tricky_records(n: int, seed: int) -> list[dict[str, Any]]:
     """`n` tasks over small tables of awkward values (labels still empty)."""
-    import random
-
     rng = random.Random(seed)
     columns = ["Name", "City", "Score", "Amount"]
     records = []
