@@ -50,7 +50,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     engine: Annotated[
         str,
-        typer.Option(help="'embedded' (in-process transformers), 'remote' (an OpenAI URL) or 'vllm' (GPU)."),
+        typer.Option(help="'embedded' (in-process llama.cpp), 'remote' (an OpenAI URL) or 'vllm' (GPU)."),
     ] = "embedded",
     remote_url: Annotated[str | None, typer.Option(help="OpenAI-compatible URL for --engine remote.")] = None,
     remote_api_key: Annotated[str | None, typer.Option(help="Key for the remote endpoint.")] = None,
@@ -58,23 +58,11 @@ def serve(
     api_key: Annotated[str | None, typer.Option(help="Require this bearer key from clients.")] = None,
     store: Annotated[Path | None, typer.Option(help="SQLite trajectory store.")] = None,
     max_batch_size: Annotated[int | None, typer.Option(help="Embedded: sequences decoded together.")] = None,
-    dtype: Annotated[
-        str | None,
-        typer.Option(help="Weights: 'float32', 'bfloat16' (about 1.4x faster on the CPU) or 'auto'."),
+    context_tokens: Annotated[
+        int | None,
+        typer.Option(help="Embedded: KV cache cells shared by every sequence and cached prefix."),
     ] = None,
-    kernels: Annotated[
-        str | None,
-        typer.Option(
-            help="Embedded: linear layers 'packed' (oneDNN), 'plain' (MKL) or 'auto' (timed at load)."
-        ),
-    ] = None,
-    decoder: Annotated[
-        str | None,
-        typer.Option(
-            help="Embedded: decode steps by AgentLM's lean step for Llama and Gemma 3 ('auto') or "
-            "by transformers' forward ('transformers')."
-        ),
-    ] = None,
+    dtype: Annotated[str | None, typer.Option(help="vLLM: 'float32', 'bfloat16' or 'auto'.")] = None,
     tensor_parallel_size: Annotated[
         int | None, typer.Option(help="vLLM: GPUs to shard the model over.")
     ] = None,
@@ -111,9 +99,8 @@ def serve(
         "api_key": api_key,
         "store": store,
         "max_batch_size": max_batch_size,
+        "context_tokens": context_tokens,
         "dtype": dtype,
-        "kernels": kernels,
-        "decoder": decoder,
         "tensor_parallel_size": tensor_parallel_size,
         "gpu_memory_utilization": gpu_memory_utilization,
         "max_model_len": max_model_len,

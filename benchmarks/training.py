@@ -62,7 +62,7 @@ def tokenize_throughput(n: int) -> tuple[float, float]:
     """(conversations per second, seconds for n)."""
     from transformers import AutoTokenizer
 
-    from agentlm.serve.engines.embedded import ensure_embedded_checkpoint
+    from agentlm.serve.engines.weights import ensure_embedded_checkpoint
 
     tokenizer = AutoTokenizer.from_pretrained(ensure_embedded_checkpoint())
     template = get_template("gemma")

@@ -7,8 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # bubblewrap: the shell sandbox; mmdebstrap: the OS tasks' image; mariadb-server: the database
-# tasks' MySQL (its binaries only: the environment starts its own server, never the service).
-APT_PACKAGES=(bubblewrap mmdebstrap mariadb-server)
+# tasks' MySQL (its binaries only: the environment starts its own server, never the service);
+# cmake, g++, ninja: building llama.cpp (the embedded engine) from llama-cpp-python's source.
+APT_PACKAGES=(bubblewrap mmdebstrap mariadb-server cmake g++ ninja-build)
 PYTHON=${PYTHON:-python3}
 
 missing=()
@@ -37,6 +38,16 @@ pip=(.venv/bin/python -m pip install -q)
 # The stock pip 23 fails on some extras; torch first, because DeepSpeed's build imports it.
 "${pip[@]}" --upgrade pip
 .venv/bin/python -c 'import torch' 2>/dev/null || "${pip[@]}" torch==2.13.0
+# llama.cpp, the embedded engine: llama-cpp-python ships only its source, so pip compiles it once
+# (about 4 minutes on 2 cores; pip caches the wheel). For this machine's CPU (GGML_NATIVE), without
+# the parts AgentLM does not use (multimodal, tools, examples, tests).
+if ! .venv/bin/python -c 'import llama_cpp' 2>/dev/null; then
+    echo "setup: building llama.cpp (llama-cpp-python) for this CPU: about 4 minutes on 2 cores"
+    started=$SECONDS
+    CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF" \
+        CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" "${pip[@]}" llama-cpp-python==0.3.36
+    echo "setup: llama.cpp built in $((SECONDS - started)) s"
+fi
 "${pip[@]}" -e ".[test]"
 # FastChat's conversation templates, the reference renderings AgentBench pinned (tests compare
 # against them); without its heavy dependencies, which the templates do not need.

@@ -31,20 +31,18 @@ class ServeSettings(BaseSettings):
     api_key: str | None = None  # None: no authentication
     store: Path = Field(default_factory=_default_store)
     profiles: list[str] = ["hr-assistant", "scheduling-assistant"]
-    num_threads: int | None = Field(default=None, ge=1)  # torch threads; None: the CPUs we may use
-    # Weights (and activations) of the embedded engine, or vLLM's --dtype; "auto": float32 for the
-    # embedded engine, the checkpoint's own for vLLM.
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    num_threads: int | None = Field(default=None, ge=1)  # llama.cpp threads; None: the CPUs we may use
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # vLLM's --dtype; "auto": the checkpoint's own
 
     # --- the embedded engine -------------------------------------------------------------------
     max_batch_size: int = Field(default=8, ge=1, le=256)  # sequences decoded together
     max_queue: int = Field(default=64, ge=1)  # waiting requests beyond this get 429
-    # Linear layers in oneDNN's packed layout or plain nn.Linear (MKL); "auto": whichever measures
-    # faster on this machine at load, per group of same-shaped layers (engines/kernels.py).
-    kernels: Literal["auto", "packed", "plain"] = "auto"
-    # The decode step: "auto" runs AgentLM's own for Llama and Gemma 3 models (fewer, larger
-    # operations; checked against transformers' at load), "transformers" the model's forward.
-    decoder: Literal["auto", "transformers"] = "auto"
+    # KV cache cells (tokens) shared by the running sequences and the cached prompt prefixes; a
+    # request's context is at most this (and the model's own). Gemma 3 270M: 18 KB a cell.
+    context_tokens: int = Field(default=8192, ge=256)
+    # Prompt lookup: a greedy reply decoded alone guesses up to this many next tokens a step from
+    # its own context (a copied name or value) and keeps those the model confirms; 0: off.
+    prompt_lookup: int = Field(default=4, ge=0, le=16)
 
     # --- the vLLM engine (a `vllm serve` child process; GPU machines, the [gpu] extra) ----------
     vllm_executable: str = "vllm"  # or a path; the child is `<vllm_executable> serve <model> ...`

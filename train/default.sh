@@ -51,7 +51,7 @@ mkdir -p "$work"
 step() { echo "== $*"; }
 have() { [ -s "$1" ]; }
 
-BASE=$("$PY" -c 'from agentlm.serve.engines.embedded import ensure_embedded_checkpoint as e; print(e())')
+BASE=$("$PY" -c 'from agentlm.serve.engines.weights import ensure_embedded_checkpoint as e; print(e())')
 
 step "0. exemplar banks (each run's 1-shot is the nearest worked example; agent/exemplars.py)"
 "$PY" -m agentlm.data.assistant --bank --out agent/profiles --worlds 4 --per-world 150 \

