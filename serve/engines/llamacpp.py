@@ -33,14 +33,13 @@ log = logging.getLogger(__name__)
 _GGML_LOG_WARN = 3  # ggml_log_level: NONE, DEBUG, INFO, WARN, ERROR, CONT
 # Warnings that say nothing to act on here: a full cache is handled (cached prefixes are dropped);
 # the vocabulary is not used (the engine tokenizes), and converted checkpoints' placeholders name no
-# end-of-generation token; the full-size sliding-window cache is asked for; an adapter's layers
-# run without the repacked weights' kernels; the context may exceed what a tiny test model trained on.
+# end-of-generation token; the full-size sliding-window cache is asked for; the context may exceed
+# what a tiny test model trained on.
 _EXPECTED = (
     b"failed to find a memory slot",
     b"special_eos_id is not in special_eog_ids",
     b"was not control-type",
     b"full-size SWA cache",
-    b"cannot use buft",
     b"n_ctx_seq (",
 )
 _log_callback = None  # the ctypes callback; referenced here so it is never collected
@@ -86,13 +85,12 @@ class Prefilled:
 
 
 class LlamaCpp:
-    """A GGUF model (and LoRA adapter) in one llama.cpp context of `n_ctx` cache cells, shared by up
-    to `n_seq` sequences: those running and the cached prefixes."""
+    """A GGUF model in one llama.cpp context of `n_ctx` cache cells, shared by up to `n_seq`
+    sequences: those running and the cached prefixes."""
 
     def __init__(
         self,
         gguf: Path,
-        lora: Path | None = None,
         n_ctx: int = 8192,
         n_seq: int = 16,
         threads: int | None = None,
@@ -104,12 +102,6 @@ class LlamaCpp:
         self.model = lib.llama_model_load_from_file(str(gguf).encode(), params)
         if not self.model:
             raise LlamaCppError(f"llama.cpp could not load {gguf} (its log above says why)")
-        self.adapter = None
-        if lora is not None:
-            self.adapter = lib.llama_adapter_lora_init(self.model, str(lora).encode())
-            if not self.adapter:
-                lib.llama_model_free(self.model)
-                raise LlamaCppError(f"llama.cpp could not apply the LoRA adapter {lora} to {gguf}")
         cp = lib.llama_context_default_params()
         cp.n_ctx = n_ctx
         cp.n_batch = cp.n_ubatch = n_batch
@@ -123,9 +115,6 @@ class LlamaCpp:
         if not self.ctx:
             self._free_model()
             raise LlamaCppError(f"llama.cpp could not make a context of {n_ctx} cells for {gguf}")
-        if self.adapter is not None:
-            adapters = (lib.llama_adapter_lora_p_ctypes * 1)(self.adapter)
-            lib.llama_set_adapters_lora(self.ctx, adapters, 1, (ctypes.c_float * 1)(1.0))
         self.memory = lib.llama_get_memory(self.ctx)
         self.n_vocab = lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(self.model))
         self.n_ctx_train = lib.llama_model_n_ctx_train(self.model)
@@ -315,9 +304,6 @@ class LlamaCpp:
         self._free_model()
 
     def _free_model(self) -> None:
-        if getattr(self, "adapter", None):
-            self.lib.llama_adapter_lora_free(self.adapter)
-            self.adapter = None
         if getattr(self, "model", None):
             self.lib.llama_model_free(self.model)
             self.model = None

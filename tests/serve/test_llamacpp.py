@@ -11,7 +11,7 @@ import torch
 from tiny import build_tiny_gemma
 
 from agentlm.serve.engines import EngineError
-from agentlm.serve.engines.gguf import ConversionError, checkpoint_to_gguf, lora_to_gguf
+from agentlm.serve.engines.gguf import ConversionError, checkpoint_to_gguf, merge_lora
 from agentlm.serve.engines.llamacpp import CacheFullError, LlamaCpp
 from agentlm.serve.engines.weights import ensure_checkpoint_gguf, resolve_model
 
@@ -85,25 +85,47 @@ def test_what_llama_cpp_cannot_run_the_same_way_is_refused_with_the_reason(tmp_p
         checkpoint_to_gguf(tmp_path / "gpt2", tmp_path / "gpt2.gguf")
 
 
-def test_a_lora_adapter_runs_on_the_base_as_peft_runs_it(tiny_checkpoint: Path, tmp_path: Path) -> None:
+def _adapter(checkpoint: Path, folder: Path) -> Path:
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(3)
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     peft_model = get_peft_model(
-        _hf(tiny_checkpoint), LoraConfig(r=4, lora_alpha=16, target_modules=targets, init_lora_weights=False)
+        _hf(checkpoint), LoraConfig(r=4, lora_alpha=16, target_modules=targets, init_lora_weights=False)
     )
-    peft_model.save_pretrained(tmp_path / "adapter")
-    adapter = lora_to_gguf(tmp_path / "adapter", "llama", 4, tmp_path / "adapter.gguf", kv_heads=4, heads=4)
+    peft_model.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("quantized", [False, True])
+def test_a_merged_lora_adapter_computes_what_peft_computes(
+    tiny_checkpoint: Path, tmp_path: Path, quantized: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agentlm.serve.engines import gguf
+
+    adapter = _adapter(tiny_checkpoint, tmp_path / "adapter")
+    if quantized:  # a base in Q8_0, like the shipped default's quantized base: merged into Q8_0
+        monkeypatch.setattr(gguf, "QUANTIZE_ABOVE", 0)
     base = checkpoint_to_gguf(tiny_checkpoint, tmp_path / "base.gguf")
-    llm = LlamaCpp(base, adapter, n_ctx=512, n_seq=2)
+    llm = LlamaCpp(merge_lora(base, adapter, tmp_path / "merged.gguf"), n_ctx=512, n_seq=2)
     try:
-        with_adapter = _hf(tiny_checkpoint, tmp_path / "adapter")
+        with_adapter = _hf(tiny_checkpoint, adapter)
         effect = np.abs(_last_logits(with_adapter, PROMPT) - _last_logits(_hf(tiny_checkpoint), PROMPT)).max()
         assert effect > 0.1
-        _assert_follows(llm, with_adapter, PROMPT, atol=effect / 20)
+        _assert_follows(llm, with_adapter, PROMPT, atol=effect / (4 if quantized else 20))
     finally:
         llm.close()
+
+
+def test_an_adapter_for_other_modules_or_kinds_is_refused(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    import json
+
+    adapter = _adapter(tiny_checkpoint, tmp_path / "adapter")
+    base = checkpoint_to_gguf(tiny_checkpoint, tmp_path / "base.gguf")
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))
+    with pytest.raises(ConversionError, match="only plain LoRA adapters"):
+        merge_lora(base, adapter, tmp_path / "merged.gguf")
 
 
 def test_a_repeated_prompt_reuses_its_prefix_and_computes_the_same_logits(tiny_llm: LlamaCpp) -> None:
