@@ -266,8 +266,13 @@ def start_llama_server(model: str, streams: int, threads: int, context: int = 20
 
     files = resolve_model(model)
     template = tempfile.NamedTemporaryFile("w", suffix=".jinja", delete=False)  # noqa: SIM115 (the server reads it)
-    template.write(json.loads((files.tokenizer / "tokenizer_config.json").read_text()).get("chat_template")
-                   or (files.tokenizer / "chat_template.jinja").read_text())  # fmt: skip
+    if files.tokenizer is None:  # an embedded model: AgentLM's own template
+        from agentlm.data.templates import get_template
+
+        template.write(get_template(files.template or "gemma").jinja)
+    else:
+        template.write(json.loads((files.tokenizer / "tokenizer_config.json").read_text()).get("chat_template")
+                       or (files.tokenizer / "chat_template.jinja").read_text())  # fmt: skip
     template.close()
     port = free_port()
     cmd = [str(llama_server()), "-m", str(files.gguf), "--host", "127.0.0.1", "--port", str(port),

@@ -7,8 +7,10 @@ abandoned ones leave (continuous batching). A prompt starts from the longest pre
 KV cache (a running sequence's, or a finished one's kept for reuse), so an agent's turns compute
 only what is new. The asyncio side gets text deltas through a queue per request. Sampling, stop
 strings, cancellation and streaming are per sequence and checked between steps; each request
-samples with its own ``torch.Generator``, so a seeded request is reproducible whatever else runs
-beside it.
+samples with its own generator, so a seeded request draws the same alone. (llama.cpp rounds a step
+of one row and a step of several differently, so beside other requests a near tie can go the other
+way, for greedy replies too.) The embedded models tokenize with llama.cpp (``vocab.py``): torch
+and transformers are imported only for a converted checkpoint's tokenizer or a request's tools.
 
 Tool calling: a request's tools are rendered into the prompt by the chat template, its reply is
 constrained by a grammar of tool-call blocks (``grammar.py``: each row with tools has its logits
@@ -63,10 +65,10 @@ from agentlm.serve.engines.base import (
 )
 from agentlm.serve.engines.grammar import ToolGrammars, offers_tools
 from agentlm.serve.engines.llamacpp import LlamaCpp, LlamaCppError, lookup_draft
+from agentlm.serve.engines.vocab import LlamaVocab
 from agentlm.serve.engines.weights import default_model_id, resolve_model
 
 if TYPE_CHECKING:
-    import torch
     import xgrammar
 
     from agentlm.serve.settings import ServeSettings
@@ -178,32 +180,40 @@ def argmax(logits: np.ndarray) -> list[int]:
     return logits.argmax(axis=1).tolist()
 
 
-def sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> int:
+def sample(logits: np.ndarray, temperature: float, top_p: float, generator: np.random.Generator) -> int:
     """Greedy at temperature 0, else nucleus sampling. logits: [vocab]."""
-    import torch
-
     if temperature == 0:
         return int(logits.argmax())
     # float64 after subtracting the max: a temperature near 0 must not overflow to inf or nan.
-    scaled = (logits.double() - logits.max().double()) / temperature
-    if not torch.isfinite(scaled).all():
+    scaled = (logits.astype(np.float64) - float(logits.max())) / temperature
+    if not np.isfinite(scaled).all():
         return int(logits.argmax())
-    probs = torch.softmax(scaled, dim=-1)
+    probs = np.exp(scaled)
+    probs /= probs.sum()
     if top_p < 1.0:
-        k = min(_NUCLEUS_CANDIDATES, probs.numel())
-        top, order = probs.topk(k)  # sorted, descending
-        if k < probs.numel() and float(top.sum()) < top_p:
-            top, order = probs.sort(descending=True)
+        k = min(_NUCLEUS_CANDIDATES, probs.size)
+        order = (
+            np.argpartition(probs, probs.size - k)[probs.size - k :]
+            if k < probs.size
+            else np.arange(probs.size)
+        )
+        if k < probs.size and float(probs[order].sum()) < top_p:
+            order = np.arange(probs.size)
+        order = order[np.argsort(-probs[order], kind="stable")]  # descending
+        top = probs[order]
         # Keep the most likely tokens until their mass reaches top_p; the first always stays
         # (a top_p so small it rounds to 0 would otherwise drop every token).
-        drop = top.cumsum(0) - top >= top_p
+        drop = np.cumsum(top) - top >= top_p
         drop[0] = False
-        kept = torch.zeros_like(probs)
+        kept = np.zeros_like(probs)
         kept[order[~drop]] = top[~drop]
         probs = kept
     # Drawn over the vocabulary in token order, not in order of probability: a last-bit difference
     # in the logits (a step of one row or of several) must not reorder near-equal tokens under the draw.
-    return int(torch.multinomial(probs, 1, generator=generator))
+    cumulative = np.cumsum(probs)
+    return int(
+        min(np.searchsorted(cumulative, generator.random() * cumulative[-1], side="right"), probs.size - 1)
+    )
 
 
 # Concurrent calls reach an idle engine a few milliseconds apart (8 openai-client threads: over
@@ -252,7 +262,7 @@ class _Sequence:
     prompt_tokens: int
     max_new: int
     text: IncrementalText
-    generator: torch.Generator
+    generator: np.random.Generator
     generated: int = 0
     last: int = -1  # the newest token, fed to the next step
     matcher: xgrammar.GrammarMatcher | None = None  # where the reply is in its grammar, if it has one
@@ -276,14 +286,8 @@ class EmbeddedEngine(Engine):
         prompt_lookup: int = 4,
     ):
         files = resolve_model(model)  # converts on first use; a typo fails here, before any loading
-        from transformers import AutoTokenizer
-
         self.model_id = served_model_name or default_model_id(model)
         started = time.perf_counter()
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(files.tokenizer)
-        except OSError as e:
-            raise ModelNotFoundError(f"could not load the tokenizer of {model!r}: {e}") from e
         try:
             self.llm = LlamaCpp(
                 files.gguf,
@@ -293,6 +297,16 @@ class EmbeddedEngine(Engine):
             )
         except LlamaCppError as e:
             raise ModelNotFoundError(str(e)) from e
+        if files.tokenizer is None:  # the GGUF's own vocabulary, through llama.cpp
+            self.tokenizer: Any = LlamaVocab(self.llm, files.template or "gemma")
+        else:
+            from transformers import AutoTokenizer
+
+            try:
+                self.tokenizer = AutoTokenizer.from_pretrained(files.tokenizer)
+            except OSError as e:
+                self.llm.close()
+                raise ModelNotFoundError(f"could not load the tokenizer of {model!r}: {e}") from e
         if not self.tokenizer.chat_template:
             name = "gemma" if "<start_of_turn>" in self.tokenizer.get_vocab() else "llama-2"
             log.warning("%s has no chat template; using AgentLM's %s template", model, name)
@@ -304,10 +318,11 @@ class EmbeddedEngine(Engine):
         self.max_queue = max_queue
         self.prompt_lookup = prompt_lookup  # tokens guessed a step (0: none)
         self.drafted = self.accepted = 0  # guessed tokens, and those the model confirmed
-        try:  # now, while no request is in flight: built on the first tool request, it set the peak RSS
-            self._tool_grammars.prepare()
-        except Exception as e:  # xgrammar cannot read this vocabulary: tool requests will say so
-            log.warning("tool-call grammars are unavailable for %s: %s", self.model_id, e)
+        if files.tokenizer is not None:  # transformers brought torch in already: build it while idle
+            try:
+                self._tool_grammars.prepare()
+            except Exception as e:  # xgrammar cannot read this vocabulary: tool requests will say so
+                log.warning("tool-call grammars are unavailable for %s: %s", self.model_id, e)
         _return_freed_memory()
         log.info(
             "loaded %s (%s, llama.cpp, %d KV cells) in %.1f s",
@@ -335,12 +350,12 @@ class EmbeddedEngine(Engine):
             settings.prompt_lookup,
         )
 
-    def _stop_token_ids(self, checkpoint: Path) -> set[int]:
+    def _stop_token_ids(self, checkpoint: Path | None) -> set[int]:
         """The end-of-sequence ids the checkpoint's configs and tokenizer name, and the template's
         end-of-turn markers that are one token."""
         ids: set[int] = set()
         sources: list[Any] = [self.tokenizer.eos_token_id]
-        for name in ("config.json", "generation_config.json"):
+        for name in ("config.json", "generation_config.json") if checkpoint else ():
             with contextlib.suppress(OSError, ValueError):
                 sources.append(json.loads((checkpoint / name).read_text()).get("eos_token_id"))
         for eos in sources:
@@ -510,8 +525,6 @@ class EmbeddedEngine(Engine):
 
     def _admit(self, group: list[tuple[_Sequence, list[int]]], running: list[_Sequence]) -> None:
         """Prefill prompts together and add to the running ones those their first token does not end."""
-        import torch
-
         if not group:
             return
         try:
@@ -524,7 +537,7 @@ class EmbeddedEngine(Engine):
         seqs = [seq for seq, _ in group]
         for seq, seq_id in zip(seqs, rows.seqs, strict=True):
             seq.seq_id = seq_id
-        logits = torch.from_numpy(rows.logits)
+        logits = rows.logits
         self._constrain(seqs, logits)
         for i, seq in enumerate(seqs):
             if self._advance(seq, logits[i]):
@@ -534,8 +547,6 @@ class EmbeddedEngine(Engine):
 
     def _step(self, running: list[_Sequence]) -> list[_Sequence]:
         """One decode step for every running sequence; returns those still running."""
-        import torch
-
         drafts = [self._draft(seq, alone=len(running) == 1) for seq in running]
         if any(drafts):
             return self._step_with_drafts(running, drafts)
@@ -544,7 +555,7 @@ class EmbeddedEngine(Engine):
         except Exception as e:
             self._fail(running, "decode step", e)
             return []
-        logits = torch.from_numpy(raw)
+        logits = raw
         self._constrain(running, logits)
         greedy = argmax(raw)
         still: list[_Sequence] = []
@@ -570,8 +581,6 @@ class EmbeddedEngine(Engine):
         token the model picks there, so a reply is what plain steps give (up to the rounding of a
         batched step, which can flip a near tie, as batching with other requests can), several
         tokens a step where it copies from its context."""
-        import torch
-
         try:
             rows = self.llm.verify(
                 [seq.seq_id for seq in running],
@@ -583,7 +592,7 @@ class EmbeddedEngine(Engine):
         still: list[_Sequence] = []
         for seq, draft, raw in zip(running, drafts, rows, strict=True):
             fed = len(self.llm.kv[seq.seq_id]) - len(draft) - 1  # entries before this step
-            logits = torch.from_numpy(raw)
+            logits = raw
             if not draft:
                 self._constrain([seq], logits[:1])
             done = False
@@ -611,15 +620,16 @@ class EmbeddedEngine(Engine):
             seq.job.emit(EngineError(f"generation failed: {type(error).__name__}: {error}"))
             self.llm.release(seq.seq_id, keep=False)
 
-    def _constrain(self, seqs: list[_Sequence], logits: torch.Tensor) -> None:
-        """Mask the logits of the rows whose reply has a grammar (row i is seqs[i]); others pay nothing."""
+    def _constrain(self, seqs: list[_Sequence], logits: np.ndarray) -> None:
+        """Mask, in place, the logits of the rows whose reply has a grammar (row i is seqs[i]);
+        others pay nothing (and torch is imported only once a request offered tools)."""
         rows = [(i, seq.matcher) for i, seq in enumerate(seqs) if seq.matcher is not None]
         if rows:
-            self._tool_grammars.mask(logits, rows)  # type: ignore[arg-type]
+            import torch
+
+            self._tool_grammars.mask(torch.from_numpy(logits), rows)  # type: ignore[arg-type]
 
     def _sequence(self, job: _Job) -> tuple[_Sequence, list[int]]:
-        import torch
-
         req = job.request
         if req.prompt is not None:  # /v1/completions: the raw text, with the tokenizer's own BOS
             prompt_ids = self.tokenizer(req.prompt)["input_ids"]
@@ -636,12 +646,8 @@ class EmbeddedEngine(Engine):
                 f"the prompt is {len(prompt_ids)} tokens; {self.model_id}'s context window is "
                 f"{self.context_length}"
             )
-        # One generator per request: a seeded request draws the same tokens whatever shares its batch.
-        generator = torch.Generator()
-        if req.seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(req.seed)
+        # One generator per request: a seeded request draws its own numbers whatever shares its batch.
+        generator = np.random.default_rng(req.seed)
         seq = _Sequence(
             job=job,
             prompt_tokens=len(prompt_ids),
@@ -652,7 +658,7 @@ class EmbeddedEngine(Engine):
         )
         return seq, prompt_ids
 
-    def _advance(self, seq: _Sequence, logits: torch.Tensor, token: int | None = None) -> bool:
+    def _advance(self, seq: _Sequence, logits: np.ndarray, token: int | None = None) -> bool:
         """Take the sequence's next token (sampled from `logits` unless given) and stream it;
         returns whether the sequence is finished (its last chunk sent)."""
         req = seq.job.request

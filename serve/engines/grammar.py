@@ -115,13 +115,18 @@ def _reason(error: Exception) -> str:
 def _tokenizer_key(tokenizer: Any, vocab_size: int, stop_token_ids: list[int]) -> str | None:
     """A digest of what a TokenizerInfo is built from, or None where the tokenizer was not read
     from a directory of files (built in memory: nothing to key a cache by)."""
+    digest = hashlib.sha256(
+        json.dumps([version("xgrammar"), type(tokenizer).__name__, vocab_size, stop_token_ids]).encode()
+    )
+    source = getattr(tokenizer, "source", None)  # vocab.LlamaVocab: the GGUF its vocabulary is in
+    if source is not None:  # hundreds of MB: known by its path, size and modification time
+        stat = Path(source).stat()
+        digest.update(f"{Path(source).resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        return digest.hexdigest()[:32]
     folder = Path(str(getattr(tokenizer, "name_or_path", "") or ""))
     files = [folder / name for name in _TOKENIZER_FILES if (folder / name).is_file()]
     if not files:
         return None
-    digest = hashlib.sha256(
-        json.dumps([version("xgrammar"), type(tokenizer).__name__, vocab_size, stop_token_ids]).encode()
-    )
     for path in files:
         digest.update(path.name.encode())
         with path.open("rb") as f:
@@ -146,7 +151,14 @@ def tokenizer_info(
             log.warning(
                 "rebuilding the tool-call grammar's vocabulary: %s is unreadable (%s)", path, _reason(e)
             )
-    info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=stop_token_ids)
+    if hasattr(tokenizer, "encoded_vocab"):  # vocab.LlamaVocab: each token's bytes, as llama.cpp has them
+        info = xgr.TokenizerInfo(
+            tokenizer.encoded_vocab(), xgr.VocabType.RAW, vocab_size=vocab_size, stop_token_ids=stop_token_ids
+        )
+    else:
+        info = xgr.TokenizerInfo.from_huggingface(
+            tokenizer, vocab_size=vocab_size, stop_token_ids=stop_token_ids
+        )
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

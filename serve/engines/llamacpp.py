@@ -97,6 +97,7 @@ class LlamaCpp:
         n_batch: int = 1024,
     ):
         lib = self.lib = _lib()
+        self.gguf = gguf
         threads = threads or len(os.sched_getaffinity(0))
         params = lib.llama_model_default_params()
         self.model = lib.llama_model_load_from_file(str(gguf).encode(), params)

