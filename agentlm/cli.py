@@ -62,6 +62,10 @@ def serve(
         int | None,
         typer.Option(help="Embedded: KV cache cells shared by every sequence and cached prefix."),
     ] = None,
+    prompt_lookup: Annotated[
+        int | None,
+        typer.Option(help="Embedded: tokens a greedy reply guesses from its context a step (0: off)."),
+    ] = None,
     dtype: Annotated[str | None, typer.Option(help="vLLM: 'float32', 'bfloat16' or 'auto'.")] = None,
     tensor_parallel_size: Annotated[
         int | None, typer.Option(help="vLLM: GPUs to shard the model over.")
@@ -100,6 +104,7 @@ def serve(
         "store": store,
         "max_batch_size": max_batch_size,
         "context_tokens": context_tokens,
+        "prompt_lookup": prompt_lookup,
         "dtype": dtype,
         "tensor_parallel_size": tensor_parallel_size,
         "gpu_memory_utilization": gpu_memory_utilization,
