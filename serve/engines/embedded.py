@@ -647,7 +647,9 @@ class EmbeddedEngine(Engine):
                 f"{self.context_length}"
             )
         # One generator per request: a seeded request draws its own numbers whatever shares its batch.
-        generator = np.random.default_rng(req.seed)
+        generator = np.random.default_rng(
+            None if req.seed is None else req.seed % (1 << 64)
+        )  # OpenAI allows < 0
         seq = _Sequence(
             job=job,
             prompt_tokens=len(prompt_ids),

@@ -68,7 +68,7 @@ def _lib():
 
 
 class LlamaCppError(RuntimeError):
-    """llama.cpp refused a model, an adapter or a batch."""
+    """llama.cpp refused a model, a context or a batch."""
 
 
 class CacheFullError(LlamaCppError):
@@ -120,7 +120,8 @@ class LlamaCpp:
         self.n_vocab = lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(self.model))
         self.n_ctx_train = lib.llama_model_n_ctx_train(self.model)
         self.n_ctx = lib.llama_n_ctx(self.ctx)  # what llama.cpp made of n_ctx (it may round up)
-        self.n_seq, self.n_batch = n_seq, n_batch
+        n_batch = self.n_batch = lib.llama_n_batch(self.ctx)  # and of n_batch (at most n_ctx)
+        self.n_seq = n_seq
         self._batch = lib.llama_batch_init(n_batch, 0, 1)
         self._tokens = np.ctypeslib.as_array(self._batch.token, (n_batch,))
         self._pos = np.ctypeslib.as_array(self._batch.pos, (n_batch,))

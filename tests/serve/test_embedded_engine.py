@@ -80,6 +80,22 @@ def test_sampling_is_greedy_at_temperature_zero_and_nucleus_keeps_the_top_token(
     assert {sample(logits, 1.0, 1.0, g) for _ in range(200)} >= {1, 3}
 
 
+def test_any_integer_seeds_a_request(tiny_checkpoint: Path) -> None:
+    engine = EmbeddedEngine(str(tiny_checkpoint))
+
+    async def reply(seed: int) -> str:
+        request = GenerationRequest(
+            [{"role": "user", "content": "hi"}], max_tokens=6, temperature=1.0, seed=seed
+        )
+        return "".join([c.text async for c in engine.generate(request)])
+
+    try:
+        for seed in (-294269116227204096, 0, 1 << 70):  # OpenAI's API takes any integer
+            assert asyncio.run(reply(seed)) == asyncio.run(reply(seed))
+    finally:
+        engine.close()
+
+
 def test_a_missing_checkpoint_directory_is_model_not_found(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFoundError) as e:
         resolve_checkpoint(str(tmp_path / "nope"))

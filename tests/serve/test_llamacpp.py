@@ -236,3 +236,19 @@ def test_a_greedy_reply_is_the_same_with_prompt_lookup_and_takes_fewer_steps(tin
         finally:
             engine.close()
     assert "".join(replies[0]) == "".join(replies[1])
+
+
+def test_a_prompt_longer_than_a_batch_is_computed_in_pieces(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    gguf = checkpoint_to_gguf(tiny_checkpoint, tmp_path / "tiny.gguf")
+    small = LlamaCpp(gguf, n_ctx=256, n_seq=2, n_batch=1024)  # llama.cpp caps the batch at n_ctx
+    large = LlamaCpp(gguf, n_ctx=1024, n_seq=2, n_batch=64)
+    try:
+        assert small.n_batch == 256 and large.n_batch == 64
+        prompt = [5 + i % 90 for i in range(200)]
+        whole = small.prefill([prompt])
+        pieces = large.prefill([prompt])  # four batches of 64 tokens, the last one short
+        np.testing.assert_allclose(pieces.logits[0], whole.logits[0], atol=5e-3)
+        assert len(large.kv[pieces.seqs[0]]) == len(prompt)
+    finally:
+        small.close()
+        large.close()
