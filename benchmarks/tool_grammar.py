@@ -102,7 +102,7 @@ def main() -> None:
         first = time.perf_counter() - start
         start = time.perf_counter()
         grammars.compile([WEATHER, BOOK], "required", True)
-        print(f"first tool set: {first * 1000:.0f} ms (the vocabulary was read at load); a second: "
+        print(f"first tool set: {first * 1000:.0f} ms (reading the vocabulary: at load, or on the first request with tools for a model llama.cpp tokenizes); a second: "
               f"{(time.perf_counter() - start) * 1000:.0f} ms; vocabulary {grammars._vocab_size}")  # fmt: skip
         for rows in (1, args.rows):
             free, constrained = [], []

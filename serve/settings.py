@@ -21,7 +21,7 @@ class ServeSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     # "embedded" (the shipped AgentLM tune of Gemma 3 270M), "embedded-base" (its untuned base), a local
-    # checkpoint directory, or a Hugging Face hub id;
+    # checkpoint directory, a .gguf file, or a Hugging Face hub id (in the local cache);
     # with engine="remote", the model id the remote endpoint serves ("embedded": ask it).
     model: str = "embedded"
     engine: Literal["embedded", "remote", "vllm"] = "embedded"
