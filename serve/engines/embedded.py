@@ -64,7 +64,7 @@ from agentlm.serve.engines.base import (
     UnsupportedFeatureError,
 )
 from agentlm.serve.engines.grammar import ToolGrammars, offers_tools
-from agentlm.serve.engines.llamacpp import LlamaCpp, LlamaCppError, lookup_draft
+from agentlm.serve.engines.llamacpp import CacheFullError, LlamaCpp, LlamaCppError, lookup_draft
 from agentlm.serve.engines.vocab import LlamaVocab
 from agentlm.serve.engines.weights import default_model_id, resolve_model
 
@@ -552,6 +552,8 @@ class EmbeddedEngine(Engine):
             return self._step_with_drafts(running, drafts)
         try:
             raw = self.llm.step([seq.seq_id for seq in running], [seq.last for seq in running])
+        except CacheFullError as e:
+            return self._shed(running, e)
         except Exception as e:
             self._fail(running, "decode step", e)
             return []
@@ -586,6 +588,8 @@ class EmbeddedEngine(Engine):
                 [seq.seq_id for seq in running],
                 [[seq.last, *draft] for seq, draft in zip(running, drafts, strict=True)],
             )
+        except CacheFullError as e:
+            return self._shed(running, e)
         except Exception as e:
             self._fail(running, "decode step", e)
             return []
@@ -613,6 +617,19 @@ class EmbeddedEngine(Engine):
                 self.llm.rollback(seq.seq_id, fed + used)
                 still.append(seq)
         return still
+
+    def _shed(self, running: list[_Sequence], error: CacheFullError) -> list[_Sequence]:
+        """The KV cache has no room for the next step: the longest reply ends there, as if it had
+        reached its context ("length"), and the others step again without it."""
+        victim = max(running, key=lambda seq: len(self.llm.kv[seq.seq_id]))
+        log.warning(
+            "request %s: ended at %d tokens (%s)", victim.job.request.request_id, victim.generated, error
+        )
+        victim.job.emit(
+            GenerationChunk(victim.text.flush(), victim.prompt_tokens, victim.generated, "length")
+        )
+        self.llm.release(victim.seq_id, keep=False)
+        return [seq for seq in running if seq is not victim]
 
     def _fail(self, running: list[_Sequence], what: str, error: Exception) -> None:
         log.exception("%s for %d requests failed", what, len(running))

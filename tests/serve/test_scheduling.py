@@ -261,3 +261,25 @@ def test_a_repeated_conversation_reuses_the_cache_and_replies_the_same(engine: E
 
 def prompt_tokens(engine: EmbeddedEngine, req: GenerationRequest) -> int:
     return len(engine.tokenizer(engine._chat_prompt(req), add_special_tokens=False)["input_ids"])
+
+
+def test_a_full_cache_ends_the_longest_reply_and_the_others_go_on(tiny_checkpoint: Path) -> None:
+    # 256 cells for two replies that want 200 tokens each: the cache runs out mid-way.
+    small = EmbeddedEngine(str(tiny_checkpoint), context_tokens=256, prompt_lookup=0)
+
+    async def scenario() -> list[list[GenerationChunk]]:
+        first = asyncio.create_task(collect(small, request(PROMPTS[0], max_tokens=200)))
+        second = asyncio.create_task(collect(small, request(PROMPTS[3], max_tokens=200, stop=["\x00"]), 0.01))
+        return [await first, await second]
+
+    try:
+        replies = asyncio.run(scenario())
+        ends = sorted((r[-1].finish_reason, r[-1].completion_tokens) for r in replies)
+        assert all(reason == "length" for reason, _ in ends)
+        assert ends[0][1] < 200  # one was ended for room ...
+        assert sum(r[-1].prompt_tokens + r[-1].completion_tokens for r in replies) > small.llm.n_ctx - 8
+        assert (
+            text(asyncio.run(collect(small, request(PROMPTS[1], max_tokens=4)))) is not None
+        )  # ... and it serves on
+    finally:
+        small.close()
