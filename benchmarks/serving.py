@@ -97,20 +97,6 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def weight_bytes_per_token(model) -> int:
-    """Bytes of weights one decode step reads: every parameter and buffer once (packed linear
-    layers are buffers), except that the input embedding contributes only the row it looks up
-    unless the output layer multiplies by that very tensor. (The lean decode step's packed copies
-    of fused layers stand in for the plain ones: as many bytes.)"""
-    tensors = {id(t): t for t in (*model.parameters(), *model.buffers())}  # tied ones are one object
-    total = sum(t.numel() * t.element_size() for t in tensors.values())
-    embed = model.get_input_embeddings().weight
-    head = model.get_output_embeddings()
-    if getattr(head, "weight", None) is not embed:
-        total -= embed.numel() * embed.element_size() - embed.shape[1] * embed.element_size()
-    return total
-
-
 def isolated(fn, *args):
     """Run `fn(*args)` in a fresh process: torch's worker threads must not be left spinning on the
     2 cores while a server in another process is measured."""
