@@ -17,7 +17,8 @@ prompt, greedy decoding, the same token budget everywhere. Parts, each skippable
              (instruction, schema, 1-shot) once another question warmed it, on ours and the peer;
              then --agent-questions held-out assistant questions (benchmarks/assistant.py) asked
              of our API's agent, and of the same agent loop in `agentlm serve --engine remote`
-             pointed at the peer: p50 seconds a question, and accuracy
+             pointed at the peer: p50 seconds a question, accuracy, and where a turn's time went
+             (the model's calls, the tools', the rest) from the stored trajectories
   cold       a first start (the tokenizer read and the adapter merged into an empty $AGENTLM_HOME)
              and a warm start of `agentlm serve` to its first token
 
@@ -365,12 +366,29 @@ def agent_questions(model: str, peer_url: str | None, n: int) -> dict[str, dict[
         with assistant.served(spec, serve_args) as (url, _proc):
             client = OpenAI(base_url=f"{url}/v1", api_key="EMPTY", timeout=600)
             turns = assistant.ask_all(client, url, "EMPTY", items, 1)
+            split = [where_time_went(url, t.trajectory_id, t.seconds) for t in turns if t.trajectory_id]
         out[name] = {
             "p50_s": statistics.median(t.seconds for t in turns),
             "accuracy": sum(t.correct for t in turns) / len(turns),
             "turns": len(turns),
+            **{
+                f"{part}_s_median": statistics.median(s[part] for s in split)
+                for part in ("model", "tools", "rest")
+            },
+            "model_rounds_median": statistics.median(s["rounds"] for s in split),
         }
     return out
+
+
+def where_time_went(url: str, trajectory_id: str, seconds: float) -> dict[str, float]:
+    """A turn's seconds split: the model's calls, the tools', and the rest (the agent loop, the
+    API, the store), from its stored trajectory."""
+    import httpx
+
+    steps = httpx.get(f"{url}/v1/trajectories/{trajectory_id}", timeout=30).json().get("steps") or []
+    model = sum(step.get("model_seconds") or 0.0 for step in steps)
+    tools = sum(step.get("tool_seconds") or 0.0 for step in steps)
+    return {"model": model, "tools": tools, "rest": max(seconds - model - tools, 0.0), "rounds": len(steps)}
 
 
 def _show(name: str, runs: list[Stream]) -> float:
@@ -573,7 +591,13 @@ def main() -> None:
                 )
             for name, agent in agents.items():
                 print(f"{'agent questions, ' + name:28s}: p50 {agent['p50_s']:.2f} s a turn, "
-                      f"{agent['accuracy']:.1%} right ({agent['turns']} turns)")  # fmt: skip
+                      f"{agent['accuracy']:.1%} right ({agent['turns']} turns); medians: model "
+                      f"{agent['model_s_median']:.2f} s over {agent['model_rounds_median']:.0f} rounds, "
+                      f"tools {agent['tools_s_median']:.3f} s, the rest {agent['rest_s_median']:.3f} s")  # fmt: skip
+                figures[f"agent_time_split_{name}"] = {
+                    k: agent[k]
+                    for k in ("model_s_median", "tools_s_median", "rest_s_median", "model_rounds_median")
+                }
     finally:
         for server in servers.values():
             stop(server.proc)
