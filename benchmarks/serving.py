@@ -28,7 +28,7 @@ minutes would compare the drift. A ratio is the median of its per-round ratios. 
 server process's high-water mark (VmHWM) at the end.
 
     .venv/bin/python benchmarks/serving.py [--model embedded] [--tokens 64] [--runs 3] [--streams 8]
-        [--peer llama-cpp|transformers] [--agent-questions 20] [--json F] [--skip-bandwidth]
+        [--peer llama-cpp|transformers] [--agent-questions 40] [--json F] [--skip-bandwidth]
         [--skip-engine] [--skip-api] [--skip-peer] [--skip-agent] [--skip-cold]
 """
 
@@ -521,7 +521,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="rounds of each measurement")
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--peer", choices=sorted(PEERS), default="llama-cpp", help="what to compare with")
-    parser.add_argument("--agent-questions", type=int, default=20, help="held-out questions for each agent")
+    parser.add_argument("--agent-questions", type=int, default=40, help="held-out questions for each agent")
     parser.add_argument("--json", type=Path, help="write the figures here")
     for part in ("bandwidth", "engine", "api", "peer", "agent", "cold"):
         parser.add_argument(f"--skip-{part}", action="store_true", help=f"do not run the {part} part")

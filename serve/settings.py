@@ -41,8 +41,9 @@ class ServeSettings(BaseSettings):
     # request's context is at most this (and the model's own). Gemma 3 270M: 18 KB a cell.
     context_tokens: int = Field(default=8192, ge=256)
     # Prompt lookup: a greedy reply decoded alone guesses up to this many next tokens a step from
-    # its own context (a copied name or value) and keeps those the model confirms; 0: off.
-    prompt_lookup: int = Field(default=4, ge=0, le=16)
+    # its own context (a copied name or value) and keeps those the model confirms; 0: off. The
+    # guesses are trimmed to a step size worth its cost on this machine (engines/lookup.py).
+    prompt_lookup: int = Field(default=7, ge=0, le=16)
 
     # --- the vLLM engine (a `vllm serve` child process; GPU machines, the [gpu] extra) ----------
     vllm_executable: str = "vllm"  # or a path; the child is `<vllm_executable> serve <model> ...`

@@ -64,9 +64,10 @@ from agentlm.serve.engines.base import (
     UnsupportedFeatureError,
 )
 from agentlm.serve.engines.grammar import ToolGrammars, offers_tools
-from agentlm.serve.engines.llamacpp import CacheFullError, LlamaCpp, LlamaCppError, lookup_draft
+from agentlm.serve.engines.llamacpp import CacheFullError, LlamaCpp, LlamaCppError
+from agentlm.serve.engines.lookup import StepCosts, lookup_draft
 from agentlm.serve.engines.vocab import LlamaVocab
-from agentlm.serve.engines.weights import default_model_id, resolve_model
+from agentlm.serve.engines.weights import default_model_id, file_stamp, resolve_model
 
 if TYPE_CHECKING:
     import xgrammar
@@ -228,6 +229,7 @@ _CACHED_PREFIXES = 8  # finished sequences kept in the KV cache for their prefix
 # Prompt lookup beside other sequences only for a reply whose guesses mostly came true: a guessed
 # token costs a row of compute (llama.cpp's CPU step for 16 rows costs ~1.5x one for 8).
 _LOOKUP_KEEP_RATE = 0.75
+_LOOKUP_BESIDE_OTHERS = 4  # and then at most this many guesses a step
 
 
 def _prefill_group(waiting: deque[tuple[_Sequence, list[int]]]) -> list[tuple[_Sequence, list[int]]]:
@@ -283,7 +285,7 @@ class EmbeddedEngine(Engine):
         max_batch_size: int = 8,
         max_queue: int = 64,
         context_tokens: int = 8192,
-        prompt_lookup: int = 4,
+        prompt_lookup: int = 7,
     ):
         files = resolve_model(model)  # converts on first use; a typo fails here, before any loading
         self.model_id = served_model_name or default_model_id(model)
@@ -317,6 +319,15 @@ class EmbeddedEngine(Engine):
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
         self.prompt_lookup = prompt_lookup  # tokens guessed a step (0: none)
+        # What a step of each row count costs here, to size the guesses (lookup.py); measured on
+        # the first start, a few seconds for Gemma 3 270M.
+        self.step_costs = (
+            StepCosts.cached(
+                self.llm, max(prompt_lookup + 1, max_batch_size) + 4, file_stamp(files.gguf), home() / "cache"
+            )
+            if prompt_lookup
+            else None
+        )
         self.drafted = self.accepted = 0  # guessed tokens, and those the model confirmed
         if files.tokenizer is not None:  # transformers brought torch in already: build it while idle
             try:
@@ -549,6 +560,8 @@ class EmbeddedEngine(Engine):
         rounding of a batched step, which can flip a near tie, as batching with other requests
         can), several tokens a step where it copies from its context."""
         drafts = [self._draft(seq, alone=len(running) == 1) for seq in running]
+        if self.step_costs is not None:
+            drafts = self.step_costs.fit(drafts)
         ids = [seq.seq_id for seq in running]
         try:
             if any(drafts):  # logits after every fed token
@@ -591,7 +604,8 @@ class EmbeddedEngine(Engine):
             return []
         if not alone and seq.drafted and seq.accepted < _LOOKUP_KEEP_RATE * seq.drafted:
             return []
-        room = min(self.prompt_lookup, seq.max_new - seq.generated - 1)
+        longest = self.prompt_lookup if alone else min(self.prompt_lookup, _LOOKUP_BESIDE_OTHERS)
+        room = min(longest, seq.max_new - seq.generated - 1)
         return lookup_draft([*self.llm.kv[seq.seq_id], seq.last], room) if room > 0 else []
 
     def _shed(self, running: list[_Sequence], error: CacheFullError) -> list[_Sequence]:

@@ -98,7 +98,7 @@ class LlamaCpp:
     ):
         lib = self.lib = _lib()
         self.gguf = gguf
-        threads = threads or len(os.sched_getaffinity(0))
+        threads = self.threads = threads or len(os.sched_getaffinity(0))
         params = lib.llama_model_default_params()
         self.model = lib.llama_model_load_from_file(str(gguf).encode(), params)
         if not self.model:
@@ -309,25 +309,6 @@ class LlamaCpp:
         if getattr(self, "model", None):
             self.lib.llama_model_free(self.model)
             self.model = None
-
-
-def lookup_draft(tokens: list[int], longest: int, min_match: int = 3, max_match: int = 8) -> list[int]:
-    """Prompt lookup: the tokens that followed the latest earlier occurrence of the longest suffix of
-    `tokens` (at least `min_match` long), up to `longest` of them; [] when the suffix is new. A
-    reply that copies from its prompt (a column name, a value from an observation) is guessed
-    several tokens at a time."""
-    if len(tokens) <= min_match:
-        return []
-    window = np.asarray(tokens[-4096:])
-    n = len(window)
-    for size in range(min(max_match, n - 1), min_match - 1, -1):
-        tail = window[n - size :]
-        starts = np.flatnonzero(window[: n - size] == tail[0])
-        for start in starts[::-1]:  # the latest occurrence first
-            if np.array_equal(window[start : start + size], tail):
-                follow = window[start + size : start + size + longest]
-                return follow.tolist()
-    return []
 
 
 def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
