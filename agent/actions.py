@@ -228,6 +228,11 @@ def operation_reply(thought: str, sql: str) -> str:
     return f"{thought}\nAction: Operation\n```sql\n{sql}\n```".lstrip("\n")
 
 
+def bash_reply(thought: str, script: str) -> str:
+    """An OS-protocol reply that runs `script` in the shell."""
+    return f"Think: {thought}\n\nAct: bash\n\n```bash\n{script}\n```"
+
+
 def answer_reply(protocol: str, answer: str, thought: str = "") -> str:
     """A reply that commits to `answer` in `protocol` ("db", "os", or "tools": the plain text)."""
     if protocol == "db":

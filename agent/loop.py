@@ -48,6 +48,7 @@ from agentlm.agent.trajectory import (
     ChatMessage,
     FinalAnswerStep,
     Step,
+    StepError,
     StopReason,
     ToolCall,
     Trajectory,
@@ -249,7 +250,7 @@ class Agent:
                         parsed.thought,
                         None,
                         parsed.action.hint,
-                        error="invalid_format",
+                        error=StepError.INVALID_FORMAT,
                         model_seconds=model_seconds,
                         **tokens,
                     )
@@ -316,7 +317,7 @@ class Agent:
         first = completion.tool_calls[0]
         return ParsedReply(text, ToolCall(first["name"], first["arguments"], id=first["id"]))
 
-    def _call_tool(self, setup: Setup, call: ToolCall) -> tuple[str, str | None]:
+    def _call_tool(self, setup: Setup, call: ToolCall) -> tuple[str, StepError | None]:
         tool = setup.tools.get(call.name)
         if tool is None:
             names = list(setup.tools)
@@ -326,20 +327,23 @@ class Agent:
                 hint = f" Did you mean {closest!r}?" if score >= 30 else ""
             return (
                 f"Error: there is no tool {call.name!r}; use one of {', '.join(names)}.{hint}",
-                "tool_error",
+                StepError.TOOL_ERROR,
             )
         tool_input: Any = call.input
         if call.id is not None:  # tool calling: the input is a JSON object of arguments
             try:
                 tool_input = json.loads(call.input or "{}")
             except json.JSONDecodeError as e:
-                return f"Error: the arguments are not valid JSON ({e.msg}); send a JSON object.", "tool_error"
+                return (
+                    f"Error: the arguments are not valid JSON ({e.msg}); send a JSON object.",
+                    StepError.TOOL_ERROR,
+                )
         try:
             observation = str(tool.invoke(tool_input))
         except Exception as e:  # a tool's own failure is the model's observation, not a crash
             log.warning("tool %s failed: %s", call.name, e)
-            return f"Error: {type(e).__name__}: {e}", "tool_error"
-        return observation, ("tool_error" if observation.startswith("Error:") else None)
+            return f"Error: {type(e).__name__}: {e}", StepError.TOOL_ERROR
+        return observation, (StepError.TOOL_ERROR if observation.startswith("Error:") else None)
 
 
 def _repeat_key(step: Step) -> str:

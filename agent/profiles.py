@@ -174,11 +174,11 @@ class Profile(BaseModel):
 
     def database_path(self) -> Path:
         if self.database == "hr":
-            from agentlm.data.hr import ensure_hr_database
+            from agentlm.agent.databases.hr import ensure_hr_database
 
             return ensure_hr_database(home() / "hr.duckdb")
         if self.database == "scheduling":
-            from agentlm.data.scheduling import ensure_scheduling_database
+            from agentlm.agent.databases.scheduling import ensure_scheduling_database
 
             return ensure_scheduling_database(home() / "scheduling.duckdb")
         return Path(self.database).expanduser()

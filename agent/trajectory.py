@@ -21,7 +21,10 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any, Literal, TypedDict
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+from typing_extensions import TypedDict  # pydantic reads typing's TypedDict only from Python 3.12
 
 
 class ChatMessage(TypedDict, total=False):
@@ -45,6 +48,13 @@ class StopReason(StrEnum):
     ERROR = "error"  # the model endpoint failed; see Trajectory.error
 
 
+class StepError(StrEnum):
+    """What went wrong in a step; the run goes on either way."""
+
+    INVALID_FORMAT = "invalid_format"  # the reply fit no action format; the observation says how to
+    TOOL_ERROR = "tool_error"  # the tool failed or refused; the observation is its error
+
+
 @dataclass
 class ToolCall:
     """An action the model asked for: a tool name and its argument.
@@ -58,6 +68,14 @@ class ToolCall:
     id: str | None = None
 
 
+class RepairRecord(TypedDict):
+    """A malformed action line the agent replaced by the closest valid one (``actions.Repair``)."""
+
+    original: str
+    repaired: str
+    bleu: float
+
+
 @dataclass
 class ActionStep:
     """One round in which the model acted (or failed to) and got an observation back."""
@@ -67,12 +85,12 @@ class ActionStep:
     thought: str
     tool_call: ToolCall | None  # None when the reply fit no action format
     observation: str  # what the model sees next: tool output, or a hint about the format
-    error: str | None = None  # "invalid_format" or "tool_error"; the run goes on either way
+    error: StepError | None = None
     model_seconds: float = 0.0
     tool_seconds: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    repair: dict[str, Any] | None = None  # a malformed action line fixed by BLEU: original, repaired, bleu
+    repair: RepairRecord | None = None  # a malformed action line fixed by BLEU
     kind: Literal["action"] = "action"
 
     def messages(self) -> list[ChatMessage]:
@@ -104,7 +122,7 @@ class FinalAnswerStep:
     model_seconds: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    repair: dict[str, Any] | None = None
+    repair: RepairRecord | None = None
     kind: Literal["answer"] = "answer"
 
     def messages(self) -> list[ChatMessage]:
@@ -112,6 +130,8 @@ class FinalAnswerStep:
 
 
 Step = ActionStep | FinalAnswerStep
+# The same for pydantic models and the API's schema: a step is told by its `kind`.
+StepRecord = Annotated[ActionStep | FinalAnswerStep, Field(discriminator="kind")]
 
 
 @dataclass
@@ -141,7 +161,7 @@ class Trajectory:
     history: list[ChatMessage] = field(default_factory=list)
     protocol: str = "db"  # "db" | "os" (AgentBench text protocols) | "tools" (OpenAI tool calling)
     tools: list[dict[str, Any]] = field(default_factory=list)  # tool-calling protocol: the specs offered
-    steps: list[Step] = field(default_factory=list)
+    steps: list[StepRecord] = field(default_factory=list)
     final_answer: str | None = None
     stop_reason: StopReason | None = None
     error: str | None = None  # set when stop_reason is ERROR
@@ -168,7 +188,7 @@ class Trajectory:
 
     @property
     def invalid_actions(self) -> int:
-        return sum(1 for s in self.steps if isinstance(s, ActionStep) and s.error == "invalid_format")
+        return sum(1 for s in self.steps if isinstance(s, ActionStep) and s.error == StepError.INVALID_FORMAT)
 
     @property
     def succeeded(self) -> bool:
@@ -205,6 +225,8 @@ def step_from_dict(d: dict[str, Any]) -> Step:
     if kind == "action":
         if d.get("tool_call") is not None:
             d["tool_call"] = ToolCall(**d["tool_call"])
+        if d.get("error") is not None:
+            d["error"] = StepError(d["error"])
         return ActionStep(**d)
     if kind == "answer":
         return FinalAnswerStep(**d)

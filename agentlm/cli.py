@@ -299,13 +299,15 @@ def data_export(
     """Write logged trajectories as training conversations (liked or reward-1 runs by default)."""
     from agentlm.data.export import export_trajectories
     from agentlm.serve.settings import ServeSettings
+    from agentlm.serve.store import TrajectoryStore
 
     store = store or ServeSettings().store
     if not Path(store).is_file():
         _fail(
             f"no trajectory store at {store}: start `agentlm serve` and run an agent first, or pass --store"
         )
-    report = export_trajectories(store, out, include_all=include_all)
+    with TrajectoryStore(store, readonly=True) as trajectories:
+        report = export_trajectories(trajectories.snapshot(), out, include_all=include_all)
     typer.echo(
         f"wrote {report.written} of {report.examined} trajectories to {out} ({report.skipped} skipped)"
     )
@@ -317,7 +319,7 @@ def data_hr_db(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Build the sample HR database the HR and scheduling assistants use."""
-    from agentlm.data.hr import build_hr_database
+    from agentlm.agent.databases.hr import build_hr_database
     from agentlm.paths import home
 
     path = build_hr_database(out or home() / "hr.duckdb", seed)
@@ -404,7 +406,7 @@ def data_scheduling_db(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Build the sample scheduling database the scheduling assistant uses."""
-    from agentlm.data.scheduling import build_scheduling_database
+    from agentlm.agent.databases.scheduling import build_scheduling_database
     from agentlm.paths import home
 
     path = build_scheduling_database(out or home() / "scheduling.duckdb", seed)

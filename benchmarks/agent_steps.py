@@ -19,10 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from agentlm.agent.databases.hr import build_hr_database
 from agentlm.agent.loop import Agent, AgentConfig
 from agentlm.agent.models import Completion
 from agentlm.agent.profiles import load_profile
-from agentlm.data.hr import build_hr_database
 
 SQL = (
     "SELECT e.first_name, e.last_name, b.entitled_days - b.used_days FROM leave_balances b "
@@ -79,7 +79,7 @@ def shell_ratio(commands: int) -> tuple[float, float, float]:
     The agent's shell is a persistent session per task (AgentBench's OS task keeps one bash), so a
     command costs a round trip into it; checks run each command in a fresh sandbox.
     """
-    from agentlm.agent.tools.shell import ShellSession, run_isolated
+    from agentlm.agent.tools.sandbox import ShellSession, run_isolated
 
     cmd = "echo hi; ls /usr/bin | wc -l"
     plain: list[float] = []

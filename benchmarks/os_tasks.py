@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from agentlm.agent.envs.os import OSEnvironment
-from agentlm.agent.tools.shell import ShellSession, ShellSettings
+from agentlm.agent.tools.sandbox import ShellSession, ShellSettings
 from agentlm.agent.tools.tasksystem import TaskSystem
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "agentbench"

@@ -2,9 +2,10 @@
 
 A task (``Task``) is one question a person would ask, the SQL steps that answer it and how the
 answer is worded from the rows the last step returned; ``data/assistant.py`` runs tasks against a
-generated world and writes them as conversations. The task kinds live in ``data/assistant.py``
-(look-ups, joins, writes, refusals) and ``data/assistant_stats.py`` (counts, sums, averages and
-extremes over leave and the calendar, and questions about one meeting).
+generated world and writes them as conversations. The task kinds live in ``data/assistant_hr.py``
+and ``data/assistant_scheduling.py`` (look-ups, joins, writes, refusals) and
+``data/assistant_stats.py`` (counts, sums, averages and extremes over leave and the calendar, and
+questions about one meeting).
 """
 
 from __future__ import annotations

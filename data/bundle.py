@@ -15,11 +15,11 @@ from importlib import resources
 from pathlib import Path
 
 from agentlm.agent.actions import FinalAnswer, ParsedReply, answer_reply, operation_reply, parse_db_reply
+from agentlm.agent.databases.hr import build_hr_database
 from agentlm.agent.profiles import load_profile
 from agentlm.agent.tools.sql import SQLTool
 from agentlm.agent.trajectory import ToolCall
 from agentlm.data.formats import Conversation, Turn, context_turns, write_jsonl
-from agentlm.data.hr import build_hr_database
 from agentlm.data.hr_tasks import HR_TASKS, HRTask
 
 PROFILE = "hr-assistant"

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentlm.agent.actions import answer_reply, bash_reply, operation_reply
 from agentlm.agent.envs import environment_for
 from agentlm.agent.envs.base import Environment, EnvTask, Episode
 from agentlm.agent.loop import Agent, AgentConfig
@@ -68,28 +69,28 @@ class ScriptedTeacher:
 
     def _act(self) -> str:
         if self.protocol == "os":
-            return f"Think: I will run a script to find this out.\n\nAct: bash\n\n```bash\n{self.action}\n```"
+            return bash_reply("I will run a script to find this out.", self.action)
         thought = (
             "I need to change the table as asked, so I run one statement that does it."
             if self.kind in ("INSERT", "UPDATE", "DELETE")
             else "I can answer this by querying the table, so I run one SQL statement."
         )
         sql = " ".join(self.action.split())
-        return f"{thought}\nAction: Operation\n```sql\n{sql}\n```"
+        return operation_reply(thought, sql)
 
     def _answer(self, observation: str) -> str:
         if self.protocol == "os":
             output = observation.removeprefix(OS_OUTPUT) if observation.startswith(OS_OUTPUT) else ""
-            return f"Think: The output is the answer.\n\nAct: answer({output.strip()})"
+            return answer_reply("os", output.strip(), "The output is the answer.")
         if self.kind in ("INSERT", "UPDATE", "DELETE"):
-            return "The statement ran, so the table is changed.\nAction: Answer\nFinal Answer: done"
+            return answer_reply("db", "done", "The statement ran, so the table is changed.")
         try:
             rows = ast.literal_eval(observation)
             values = [v for row in rows for v in row]
         except (ValueError, SyntaxError, TypeError):  # the statement failed: no answer to give
-            return "The statement failed, so I cannot answer.\nAction: Answer\nFinal Answer: []"
+            return answer_reply("db", "[]", "The statement failed, so I cannot answer.")
         answer = json.dumps(values if values else ["none"], ensure_ascii=False, default=str)
-        return f"The query returned the answer.\nAction: Answer\nFinal Answer: {answer}"
+        return answer_reply("db", answer, "The query returned the answer.")
 
 
 @dataclass

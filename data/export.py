@@ -1,9 +1,11 @@
-"""Logged agent runs back into training data: the trajectory store as AgentInstruct-format JSONL.
+"""Logged agent runs back into training data: trajectories as AgentInstruct-format JSONL.
 
 By default only runs worth learning from are exported (``Trajectory.succeeded``: a user liked it,
-or an environment rewarded it), and a user's corrected answer replaces the model's. The store is
-read from a snapshot on a read-only connection, so exporting while the server runs is safe and
-sees one consistent moment. The server streams the same records at ``GET /v1/trajectories/export``.
+or an environment rewarded it), and a user's corrected answer replaces the model's. The runs come
+from the caller, usually a trajectory store's snapshot (``TrajectoryStore.snapshot()`` on a
+read-only connection: exporting while the server runs is safe and sees one consistent moment):
+`agentlm data export` writes a file, the server streams the same records at
+``GET /v1/trajectories/export``. This module reads no store itself (data/ sits below serve/).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from typing import Any
 
 from agentlm.agent.trajectory import Trajectory
 from agentlm.data.formats import DataFormatError, conversation_from_trajectory
-from agentlm.serve.store import TrajectoryStore
 
 
 @dataclass
@@ -46,14 +47,17 @@ def trajectory_records(
 
 
 def export_trajectories(
-    store_path: str | Path, out_path: str | Path, include_all: bool = False, use_corrections: bool = True
+    trajectories: Iterable[Trajectory],
+    out_path: str | Path,
+    include_all: bool = False,
+    use_corrections: bool = True,
 ) -> ExportReport:
-    """Write the store's trajectories to `out_path` as AgentInstruct-format JSONL (a consistent snapshot)."""
+    """Write `trajectories` to `out_path` as AgentInstruct-format JSONL."""
     report = ExportReport()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with TrajectoryStore(store_path, readonly=True) as store, out_path.open("w", encoding="utf-8") as out:
-        for record in trajectory_records(store.snapshot(), include_all, use_corrections, report):
+    with out_path.open("w", encoding="utf-8") as out:
+        for record in trajectory_records(trajectories, include_all, use_corrections, report):
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
             report.written += 1
     return report

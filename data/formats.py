@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from agentlm.agent.actions import answer_reply
 from agentlm.agent.trajectory import ChatMessage, Trajectory
 
 ROLE_OF = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -158,10 +159,5 @@ def conversation_from_trajectory(traj: Trajectory, use_correction: bool = True) 
     fb = traj.feedback
     if use_correction and fb is not None and fb.corrected_answer and turns[-1].role == "assistant":
         thought = traj.steps[-1].thought if traj.steps else ""
-        if traj.protocol == "os":
-            reply = f"Think: {thought or 'I know the answer.'}\n\nAct: answer({fb.corrected_answer})"
-        else:
-            reply = f"{thought}\n" if thought else ""
-            reply += f"Action: Answer\nFinal Answer: {fb.corrected_answer}"
-        turns[-1] = Turn("assistant", reply, True)
+        turns[-1] = Turn("assistant", answer_reply(traj.protocol, fb.corrected_answer, thought), True)
     return Conversation(id=traj.id, turns=turns, source=f"trajectories/{traj.profile}")

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlm.agent.toolcalls import format_tool_calls, format_tool_responses, system_with_tools
-from agentlm.data.assistant import _clock
+from agentlm.data.assistant_scheduling import _clock
 from agentlm.data.formats import Conversation, Turn, write_jsonl
 from agentlm.data.tool_pool import LEAVE_TYPES, POOL, Function, realise
 from agentlm.data.worlds import DEPARTMENTS, FIRST, LAST, ROOMS

@@ -1,7 +1,7 @@
 """Fresh companies for training data: the sample HR company with other people, teams and rooms.
 
 The assistants' training questions must not be answerable by memorising one table, and the
-sample databases the product ships (seed 0, ``data/hr.py``) are what its held-out questions ask
+sample databases the product ships (seed 0, ``agent/databases/hr.py``) are what its held-out questions ask
 about. So training uses *worlds*: the sample generator's structure (who manages whom, leave
 requests, meetings) under a new seed, renamed from name pools that share no first name, last name,
 department or room with the shipped sample, with meetings moved by whole weeks and policies
@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentlm.data import hr, scheduling
+from agentlm.agent.databases import hr, scheduling
 
 FIRST = [
     "Amara",

@@ -9,6 +9,10 @@ went away half-way (the next model call then fails and the run ends with ``StopR
 A follow-up question runs with the conversation before it (``history``); when the engine says a
 prompt no longer fits its context window, the model call fails with ``ContextLengthError``, on
 which the loop forgets the oldest earlier exchange and asks again (``agent/loop.py``).
+
+To the client a run is a chat completion: finished, one reply (``agent_response``) whose
+``agentlm`` extension holds every step; streamed (``stream_agent``), the run's id first, then a
+chunk for each step as it happens, the answer, and why the run stopped.
 """
 
 from __future__ import annotations
@@ -16,13 +20,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from agentlm.agent.loop import Agent, AgentConfig
 from agentlm.agent.models import Completion, ContextLengthError, GenerationParams, ModelEndpointError
 from agentlm.agent.profiles import Profile
-from agentlm.agent.trajectory import ChatMessage, Step, Trajectory
+from agentlm.agent.trajectory import ChatMessage, Step, StopReason, Trajectory
 from agentlm.serve.engines import Engine, EngineError, GenerationRequest, PromptTooLongError
+from agentlm.serve.protocol import (
+    AgentRun,
+    ChatCompletionChunk,
+    ChatCompletionMessage,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatCompletionResponseChoice,
+    ChatCompletionStreamChoice,
+    DeltaMessage,
+    ErrorInfo,
+    ErrorResponse,
+    UsageInfo,
+    random_id,
+    sse,
+)
 from agentlm.serve.store import TrajectoryStore
 
 log = logging.getLogger(__name__)
@@ -139,3 +160,95 @@ async def run_agent(
                 return
     finally:
         cancelled.set()
+
+
+# --- the run as a chat reply ------------------------------------------------------------------
+
+_NO_ANSWER = {  # what the person reads when the agent gave no answer: what happened, what to do
+    StopReason.MAX_ROUNDS: "I could not find the answer within my step budget. Try asking more specifically.",
+    StopReason.TIME_BUDGET: "I ran out of time before finding the answer. Try a simpler or more specific question.",
+    StopReason.INVALID_FORMAT: "I could not work this out: my steps kept going wrong. Please rephrase the question.",
+    StopReason.REPEATED_OUTPUT: "I got stuck repeating the same step and stopped. Please rephrase the question.",
+    StopReason.CONTEXT_BUDGET: "This conversation is too long for me to continue. Please start a new conversation.",
+}
+
+
+def agent_reply(traj: Trajectory) -> str:
+    if traj.stop_reason == StopReason.ANSWER and traj.final_answer is not None:
+        return traj.final_answer
+    if traj.stop_reason == StopReason.ERROR:
+        return f"The run stopped: the model failed ({traj.error})."
+    return _NO_ANSWER.get(traj.stop_reason, "The run stopped without an answer.")  # type: ignore[arg-type]
+
+
+def agent_usage(traj: Trajectory) -> UsageInfo:
+    return UsageInfo.of(
+        sum(s.prompt_tokens for s in traj.steps), sum(s.completion_tokens for s in traj.steps)
+    )
+
+
+def agent_response(model: str, traj: Trajectory) -> ChatCompletionResponse:
+    """A finished run as a chat completion: its answer, its usage, and the run in ``agentlm``."""
+    return ChatCompletionResponse(
+        id=random_id("chatcmpl"),
+        model=model,
+        choices=[ChatCompletionResponseChoice(message=ChatCompletionMessage(content=agent_reply(traj)))],
+        usage=agent_usage(traj),
+        agentlm=AgentRun(
+            trajectory_id=traj.id,
+            stop_reason=traj.stop_reason,
+            steps=traj.steps,
+            pending_writes=traj.pending_writes or None,
+            history_dropped=traj.history_dropped or None,
+        ),
+    )
+
+
+async def stream_agent(
+    request: ChatCompletionRequest, trajectory_id: str, events: AsyncIterator[Any]
+) -> AsyncIterator[str]:
+    request_id, created = random_id("chatcmpl"), int(time.time())
+
+    def chunk(
+        delta: DeltaMessage, finish_reason: Any = None, ext: AgentRun | None = None
+    ) -> ChatCompletionChunk:
+        choice = ChatCompletionStreamChoice(delta=delta, finish_reason=finish_reason)
+        return ChatCompletionChunk(
+            id=request_id, created=created, model=request.model, choices=[choice], agentlm=ext
+        )
+
+    try:
+        # The id comes first, so a client can find the run even if it leaves before any step.
+        yield sse(
+            chunk(DeltaMessage(role="assistant", content=""), ext=AgentRun(trajectory_id=trajectory_id))
+        )
+        async for event in events:
+            if isinstance(event, Trajectory):
+                traj = event
+            else:
+                yield sse(chunk(DeltaMessage(), ext=AgentRun(trajectory_id=trajectory_id, step=event)))
+        yield sse(chunk(DeltaMessage(content=agent_reply(traj))))
+        final = AgentRun(
+            trajectory_id=trajectory_id,
+            stop_reason=traj.stop_reason,
+            pending_writes=traj.pending_writes or None,
+            history_dropped=traj.history_dropped or None,
+        )
+        yield sse(chunk(DeltaMessage(), "stop", ext=final))
+        if request.stream_options and request.stream_options.include_usage:
+            yield sse(
+                ChatCompletionChunk(
+                    id=request_id,
+                    created=created,
+                    model=request.model,
+                    choices=[],
+                    usage=agent_usage(traj),
+                )
+            )
+    except Exception as e:
+        # Headers are sent: the error can only travel in the stream.
+        log.exception("agent run %s failed", trajectory_id)
+        yield sse(ErrorResponse(error=ErrorInfo(message=f"the agent run failed: {e}", type="server_error")))
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    yield "data: [DONE]\n\n"

@@ -53,6 +53,7 @@ from agentlm.serve.protocol import (
     WritesResponse,
     error_responses,
     random_id,
+    wire,
 )
 from agentlm.serve.serving import APIError, Serving
 from agentlm.serve.settings import ServeSettings
@@ -120,7 +121,7 @@ def _answer(result: Any) -> Response:
         return StreamingResponse(
             result, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
-    return JSONResponse(result.model_dump(exclude_none=True))
+    return JSONResponse(wire(result))
 
 
 @router.get("/health", responses=error_responses(503))

@@ -13,7 +13,7 @@ import time
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agentlm.agent.trajectory import ActionStep, Step, Trajectory
+from agentlm.agent.trajectory import ActionStep, Step, StepError, Trajectory
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -80,7 +80,7 @@ class Metrics:
     def agent_step(self, profile: str, step: Step) -> None:
         error = step.error if isinstance(step, ActionStep) else None
         self.agent_steps.labels(profile, step.kind, error or "ok").inc()
-        if error == "tool_error" and step.tool_call is not None:  # type: ignore[union-attr]
+        if error == StepError.TOOL_ERROR and step.tool_call is not None:  # type: ignore[union-attr]
             self.tool_errors.labels(profile, step.tool_call.name).inc()  # type: ignore[union-attr]
 
     def agent_run(self, profile: str, traj: Trajectory) -> None:

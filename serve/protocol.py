@@ -6,6 +6,7 @@ Fields OpenAI defines keep its names, defaults and order; AgentLM's additions ar
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -14,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agentlm.agent.trajectory import ChatMessage as EngineMessage
+from agentlm.agent.trajectory import StepRecord, StopReason, Trajectory
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +259,7 @@ class UsageInfo(BaseModel):
 FinishReason = Literal["stop", "length", "tool_calls"]
 
 
-class ChatMessage(BaseModel):
+class ChatCompletionMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
     tool_calls: list[ChatCompletionMessageToolCall] | None = None
@@ -265,9 +267,28 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionResponseChoice(BaseModel):
     index: int = 0
-    message: ChatMessage
+    message: ChatCompletionMessage
     logprobs: None = None
     finish_reason: FinishReason | None = "stop"
+
+
+def _absent(value: Any) -> bool:
+    return value is None
+
+
+class AgentRun(BaseModel):
+    """AgentLM's extension of a reply from an agent profile (``agentlm``). A reply carries the run's
+    id, why it stopped and every step; a stream carries the id on its first chunk, one step on each
+    chunk after, and why the run stopped on the chunk that finishes it. Absent fields are left out."""
+
+    trajectory_id: str  # GET /v1/trajectories/{id}; POST /v1/feedback
+    stop_reason: StopReason | None = Field(default=None, exclude_if=_absent)
+    steps: list[StepRecord] | None = Field(default=None, exclude_if=_absent)
+    step: StepRecord | None = Field(default=None, exclude_if=_absent)
+    # Database changes held for a person's approval (POST /v1/trajectories/{id}/writes).
+    pending_writes: list[str] | None = Field(default=None, exclude_if=_absent)
+    # Earlier exchanges of the conversation left out to fit the model's context.
+    history_dropped: int | None = Field(default=None, exclude_if=_absent)
 
 
 class ChatCompletionResponse(BaseModel):
@@ -277,9 +298,7 @@ class ChatCompletionResponse(BaseModel):
     model: str
     choices: list[ChatCompletionResponseChoice]
     usage: UsageInfo
-    # extension, agent runs only: {"trajectory_id", "stop_reason", "steps": [step dicts]
-    # [, "history_dropped": earlier exchanges left out to fit the context]}
-    agentlm: dict[str, Any] | None = None
+    agentlm: AgentRun | None = None  # extension, agent runs only
 
 
 class DeltaFunctionCall(BaseModel):
@@ -314,10 +333,7 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChatCompletionStreamChoice]
     usage: UsageInfo | None = None
-    # extension, agent runs only: {"trajectory_id", "step": step dict} per step, then
-    # {"trajectory_id", "stop_reason"[, "pending_writes"][, "history_dropped"]} on the chunk that
-    # finishes the run
-    agentlm: dict[str, Any] | None = None
+    agentlm: AgentRun | None = None  # extension, agent runs only
 
 
 # --- completions (legacy text completions) ----------------------------------------------------
@@ -395,6 +411,28 @@ class WritesResponse(BaseModel):
 
 class TrajectoryList(BaseModel):
     object: Literal["list"] = "list"
-    data: list[dict[str, Any]]  # Trajectory.to_dict() each
+    data: list[Trajectory]
     total: int = 0  # matching trajectories, all pages together
     has_more: bool = False
+
+
+# --- on the wire -------------------------------------------------------------------------------
+
+
+def wire(payload: BaseModel) -> dict[str, Any]:
+    """A response as JSON: OpenAI's fields without those left unset (null), AgentLM's ``agentlm``
+    extension as its own model writes it (its steps keep their null fields, as stored)."""
+    data = payload.model_dump(mode="json", exclude_none=True)
+    ext = getattr(payload, "agentlm", None)
+    if ext is not None:
+        data["agentlm"] = ext.model_dump(mode="json")
+    return data
+
+
+def sse(payload: Any) -> str:
+    data = (
+        json.dumps(wire(payload), ensure_ascii=False, separators=(",", ":"))
+        if isinstance(payload, BaseModel)
+        else payload
+    )
+    return f"data: {data}\n\n"

@@ -18,13 +18,12 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict
 from typing import Any, Literal
 
 from agentlm.agent.models import GenerationParams
 from agentlm.agent.profiles import ConversationError, Profile, split_conversation
-from agentlm.agent.trajectory import Feedback, Step, StopReason, Trajectory, new_trajectory_id
-from agentlm.serve.agents import run_agent
+from agentlm.agent.trajectory import Feedback, Step, Trajectory, new_trajectory_id
+from agentlm.serve.agents import agent_response, run_agent, stream_agent
 from agentlm.serve.engines import (
     Engine,
     EngineError,
@@ -40,6 +39,7 @@ from agentlm.serve.protocol import (
     AgentInfo,
     ChatCompletionAssistantMessageParam,
     ChatCompletionChunk,
+    ChatCompletionMessage,
     ChatCompletionMessageToolCall,
     ChatCompletionNamedToolChoiceParam,
     ChatCompletionRequest,
@@ -47,7 +47,6 @@ from agentlm.serve.protocol import (
     ChatCompletionResponseChoice,
     ChatCompletionStreamChoice,
     ChatCompletionToolMessageParam,
-    ChatMessage,
     CompletionChoice,
     CompletionRequest,
     CompletionResponse,
@@ -64,6 +63,7 @@ from agentlm.serve.protocol import (
     WritesRequest,
     WritesResponse,
     random_id,
+    sse,
 )
 from agentlm.serve.store import TrajectoryStore
 
@@ -72,16 +72,8 @@ log = logging.getLogger(__name__)
 AGENT_OWNER = "agentlm-agent"  # ModelCard.owned_by of agent profiles
 RETRY_AFTER_SECONDS = 1  # the Retry-After of a 429: a queue slot frees when any reply finishes
 
+
 # What the user reads when an agent run ends without an answer.
-_NO_ANSWER = {  # what the person reads when the agent gave no answer: what happened, what to do
-    StopReason.MAX_ROUNDS: "I could not find the answer within my step budget. Try asking more specifically.",
-    StopReason.TIME_BUDGET: "I ran out of time before finding the answer. Try a simpler or more specific question.",
-    StopReason.INVALID_FORMAT: "I could not work this out: my steps kept going wrong. Please rephrase the question.",
-    StopReason.REPEATED_OUTPUT: "I got stuck repeating the same step and stopped. Please rephrase the question.",
-    StopReason.CONTEXT_BUDGET: "This conversation is too long for me to continue. Please start a new conversation.",
-}
-
-
 class APIError(Exception):
     """An error the client caused or should see, with its HTTP status and OpenAI error fields."""
 
@@ -98,25 +90,6 @@ class APIError(Exception):
         self.status = status
         self.body = ErrorResponse(error=ErrorInfo(message=message, type=type, param=param, code=code))
         self.headers = headers
-
-
-def sse(payload: Any) -> str:
-    data = payload.model_dump_json(exclude_none=True) if hasattr(payload, "model_dump_json") else payload
-    return f"data: {data}\n\n"
-
-
-def agent_reply(traj: Trajectory) -> str:
-    if traj.stop_reason == StopReason.ANSWER and traj.final_answer is not None:
-        return traj.final_answer
-    if traj.stop_reason == StopReason.ERROR:
-        return f"The run stopped: the model failed ({traj.error})."
-    return _NO_ANSWER.get(traj.stop_reason, "The run stopped without an answer.")  # type: ignore[arg-type]
-
-
-def agent_usage(traj: Trajectory) -> UsageInfo:
-    return UsageInfo.of(
-        sum(s.prompt_tokens for s in traj.steps), sum(s.completion_tokens for s in traj.steps)
-    )
 
 
 class Serving:
@@ -260,7 +233,9 @@ class Serving:
             raise APIError(500, f"the model failed: {e}", type="server_error") from e
         tool_calls = [ChatCompletionMessageToolCall.model_validate(c) for c in calls] or None
         content = "".join(parts)
-        message = ChatMessage(content=None if tool_calls and not content else content, tool_calls=tool_calls)
+        message = ChatCompletionMessage(
+            content=None if tool_calls and not content else content, tool_calls=tool_calls
+        )
         return ChatCompletionResponse(
             id=request_id,
             model=request.model,
@@ -383,23 +358,11 @@ class Serving:
             run_agent(profile, self.engine, self.store, task, params, trajectory_id, history=history),
         )
         if request.stream:
-            return self._stream_agent(request, trajectory_id, events)
+            return stream_agent(request, trajectory_id, events)
         async for event in events:
             if isinstance(event, Trajectory):
                 traj = event
-        return ChatCompletionResponse(
-            id=random_id("chatcmpl"),
-            model=request.model,
-            choices=[ChatCompletionResponseChoice(message=ChatMessage(content=agent_reply(traj)))],
-            usage=agent_usage(traj),
-            agentlm={
-                "trajectory_id": traj.id,
-                "stop_reason": str(traj.stop_reason),
-                "steps": [asdict(s) for s in traj.steps],
-                **_dropped(traj),
-                **({"pending_writes": traj.pending_writes} if traj.pending_writes else {}),
-            },
-        )
+        return agent_response(request.model, traj)
 
     async def _observed(
         self, profile: str, events: AsyncIterator[Step | Trajectory]
@@ -414,53 +377,6 @@ class Serving:
                 yield event
         finally:
             await events.aclose()  # type: ignore[attr-defined]  # stops the run if the client left
-
-    async def _stream_agent(
-        self, request: ChatCompletionRequest, trajectory_id: str, events: AsyncIterator[Any]
-    ) -> AsyncIterator[str]:
-        request_id, created = random_id("chatcmpl"), int(time.time())
-
-        def chunk(
-            delta: DeltaMessage, finish_reason: Any = None, ext: dict | None = None
-        ) -> ChatCompletionChunk:
-            choice = ChatCompletionStreamChoice(delta=delta, finish_reason=finish_reason)
-            agentlm = None if ext is None else {"trajectory_id": trajectory_id, **ext}
-            return ChatCompletionChunk(
-                id=request_id, created=created, model=request.model, choices=[choice], agentlm=agentlm
-            )
-
-        try:
-            # The id comes first, so a client can find the run even if it leaves before any step.
-            yield sse(chunk(DeltaMessage(role="assistant", content=""), ext={}))
-            async for event in events:
-                if isinstance(event, Trajectory):
-                    traj = event
-                else:
-                    yield sse(chunk(DeltaMessage(), ext={"step": asdict(event)}))
-            yield sse(chunk(DeltaMessage(content=agent_reply(traj))))
-            final = {"stop_reason": str(traj.stop_reason), **_dropped(traj)}
-            if traj.pending_writes:
-                final["pending_writes"] = traj.pending_writes
-            yield sse(chunk(DeltaMessage(), "stop", ext=final))
-            if request.stream_options and request.stream_options.include_usage:
-                yield sse(
-                    ChatCompletionChunk(
-                        id=request_id,
-                        created=created,
-                        model=request.model,
-                        choices=[],
-                        usage=agent_usage(traj),
-                    )
-                )
-        except Exception as e:
-            # Headers are sent: the error can only travel in the stream.
-            log.exception("agent run %s failed", trajectory_id)
-            yield sse(
-                ErrorResponse(error=ErrorInfo(message=f"the agent run failed: {e}", type="server_error"))
-            )
-        finally:
-            await events.aclose()  # type: ignore[attr-defined]
-        yield "data: [DONE]\n\n"
 
     # --- feedback and trajectories --------------------------------------------------------------
 
@@ -512,11 +428,6 @@ class Serving:
         return WritesResponse(
             trajectory_id=trajectory_id, writes_status=traj.writes_status, statements=traj.pending_writes
         )
-
-
-def _dropped(traj: Trajectory) -> dict[str, int]:
-    """``history_dropped`` for the reply's extension, when the run forgot earlier exchanges."""
-    return {"history_dropped": traj.history_dropped} if traj.history_dropped else {}
 
 
 def _check_tool_choice(request: ChatCompletionRequest) -> None:

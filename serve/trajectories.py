@@ -18,11 +18,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import asdict
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
+from agentlm.agent.trajectory import Trajectory
 from agentlm.data.export import trajectory_records
 from agentlm.serve.protocol import TrajectoryList, error_responses
 from agentlm.serve.serving import no_trajectory
@@ -71,7 +72,7 @@ def trajectories(
 ) -> TrajectoryList:
     page = store.list(**asdict(where), limit=limit, offset=offset)
     total = store.count(**asdict(where))
-    return TrajectoryList(data=[t.to_dict() for t in page], total=total, has_more=offset + len(page) < total)
+    return TrajectoryList(data=page, total=total, has_more=offset + len(page) < total)
 
 
 # Declared before /{trajectory_id}, which would otherwise take "export" for an id.
@@ -103,8 +104,8 @@ def _jsonl(
 
 
 @router.get("/{trajectory_id}", responses=error_responses(404))
-def trajectory(trajectory_id: str, store: StoreDep) -> dict[str, Any]:
+def trajectory(trajectory_id: str, store: StoreDep) -> Trajectory:
     traj = store.get(trajectory_id)
     if traj is None:
         raise no_trajectory(trajectory_id)
-    return traj.to_dict()
+    return traj

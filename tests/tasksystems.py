@@ -13,7 +13,7 @@ import pytest
 
 from agentlm.agent.envs.os import OSEnvironment
 from agentlm.agent.tools.osimage import ImageBuildError
-from agentlm.agent.tools.shell import ShellSettings
+from agentlm.agent.tools.sandbox import ShellSettings
 from agentlm.agent.tools.tasksystem import TaskSystem, TaskSystemError
 
 

@@ -3,7 +3,9 @@
 The recipe reads top to bottom: validate the config, set up (distributed backend, tokenizer,
 model, data, DeepSpeed engine), train in one loop, save a plain Hugging Face checkpoint, clean up.
 Loss is computed on assistant turns only (and, by default, only on turns whose AgentInstruct
-``loss`` flag is not false), through the labels that data/masks.py builds.
+``loss`` flag is not false), through the labels that data/masks.py builds. The recipe's parts live
+beside it: micro batches in train/batches.py (packing.py, prefix.py), the loss in train/loss.py,
+resume state and the final checkpoint in train/checkpoints.py.
 
     python -m agentlm.train.sft --config train/configs/tiny.yaml --data mix.jsonl \
         --base-model path/to/base --output-dir runs/ckpt [--set key=value ...]
@@ -19,7 +21,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,9 @@ from agentlm.data.formats import read_jsonl
 from agentlm.data.masks import IGNORE_INDEX, TokenizedExample, tokenize_conversation
 from agentlm.data.templates import get_template
 from agentlm.processes import free_port
+from agentlm.train.batches import micro_batch_stream, units_per_epoch
+from agentlm.train.checkpoints import model_card, save_pretrained, save_resume_state
+from agentlm.train.loss import causal_lm_loss
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +200,9 @@ class SFTRecipe:
         if not self.examples:
             raise ConfigError("no training examples left after dropping over-long and target-less ones")
         per_step = cfg.batch_size * cfg.grad_accum * self.world_size
-        self.total_steps = cfg.max_steps or max(1, math.ceil(self._units_per_epoch() * cfg.epochs / per_step))
+        self.total_steps = cfg.max_steps or max(
+            1, math.ceil(units_per_epoch(self.examples, cfg, self.world_size) * cfg.epochs / per_step)
+        )
 
         # 4. Model (fp32 on the CPU; bf16 where a GPU supports it) and the DeepSpeed engine.
         dtype = (
@@ -256,22 +263,6 @@ class SFTRecipe:
         )  # fmt: skip
         return examples
 
-    def _units_per_epoch(self) -> int:
-        """What batch_size counts in one epoch on all ranks: conversations, or packed rows."""
-        if not self.cfg.pack or self.cfg.share_prefixes:
-            return len(self.examples)
-        from agentlm.train.packing import packed_rows_stream
-
-        order = list(range(len(self.examples)))
-        random.Random(self.cfg.seed).shuffle(order)  # about as _batches lays out an epoch
-        rows = 0
-        for rank in range(self.world_size):
-            mine = order[rank :: self.world_size]
-            rows += len(
-                packed_rows_stream([len(self.examples[j].input_ids) for j in mine], self.cfg.max_seq_len)
-            )
-        return rows
-
     def _deepspeed_config(self, dtype) -> dict[str, Any]:
         import torch
 
@@ -284,66 +275,6 @@ class SFTRecipe:
         ds["bf16"] = {"enabled": dtype == torch.bfloat16}
         return ds
 
-    def _batches(self):
-        """Endless shuffled micro batches for this rank: padded, or packed with exact boundaries."""
-
-        from agentlm.train.packing import epoch_rows, packed_batch, padded_batch
-
-        cfg = self.cfg
-        rng = random.Random(cfg.seed)
-        pad = self.tokenizer.pad_token_id
-        if cfg.share_prefixes:
-            yield from self._prefix_batches(rng, pad)  # endless
-            return
-        while True:
-            order = list(range(len(self.examples)))
-            rng.shuffle(order)
-            order = order[self.rank :: self.world_size]
-            if cfg.pack:  # batch_size rows of up to max_seq_len tokens, filled from the epoch
-                rows = epoch_rows([len(self.examples[j].input_ids) for j in order], cfg.max_seq_len, rng)
-                groups = [[order[i] for i in row] for row in rows]
-            else:  # batch_size conversations
-                groups = [[j] for j in order]
-            for i in range(0, len(groups) - cfg.batch_size + 1 or 1, cfg.batch_size):
-                batch = [self.examples[j] for group in groups[i : i + cfg.batch_size] for j in group]
-                if cfg.pack:
-                    yield packed_batch(batch, pad, cfg.max_seq_len).to(self.device)
-                else:
-                    yield padded_batch(batch, pad).to(self.device)
-
-    def _prefix_batches(self, rng: random.Random, pad: int):
-        """Endless shuffled micro batches: batch_size conversations of one shared-prefix group each,
-        the conversations that share no opening padded batch_size at a time."""
-        import torch
-
-        from agentlm.train.packing import padded_batch
-        from agentlm.train.prefix import PrefixedBatch, group_by_prefix, suffix_batch
-
-        cfg = self.cfg
-        groups, rest = group_by_prefix(self.examples)
-        log.info(
-            "shared prefixes: %d groups (%s tokens) hold %d of %d conversations",
-            len(groups), ", ".join(str(len(g.prefix)) for g in groups),
-            sum(len(g.members) for g in groups), len(self.examples),
-        )  # fmt: skip
-        while True:
-            items = []
-            for g in groups:
-                mine = g.members[self.rank :: self.world_size]
-                rng.shuffle(mine)
-                prefix = torch.tensor([g.prefix])
-                for i in range(0, len(mine), cfg.batch_size):
-                    chunk = [self.examples[j] for j in mine[i : i + cfg.batch_size]]
-                    items.append(lambda p=prefix, c=chunk: PrefixedBatch(p, suffix_batch(c, p.shape[1], pad)))
-            mine = rest[self.rank :: self.world_size]
-            rng.shuffle(mine)
-            for i in range(0, len(mine), cfg.batch_size):
-                chunk = [self.examples[j] for j in mine[i : i + cfg.batch_size]]
-                items.append(lambda c=chunk: padded_batch(c, pad))
-            rng.shuffle(items)
-            for make in items:
-                yield make().to(self.device)
-
     # ---- train -----------------------------------------------------------------------------
 
     def train(self) -> float:
@@ -352,7 +283,8 @@ class SFTRecipe:
         from tqdm import tqdm
 
         cfg = self.cfg
-        batches = self._batches()
+        pad = self.tokenizer.pad_token_id
+        batches = micro_batch_stream(self.examples, cfg, self.rank, self.world_size, pad, self.device)
         self.engine.train()
         done, recent = self._resume()
         for _ in range(done * cfg.grad_accum):  # the data order is fixed by the seed: skip what was seen
@@ -386,7 +318,7 @@ class SFTRecipe:
                     flush=True,
                 )
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < self.total_steps:
-                self._checkpoint(step, recent)
+                save_resume_state(self.engine, self.resume_dir, step, recent, self.rank)
         progress.close()
         self.train_seconds = time.perf_counter() - started
         self.final_loss = sum(recent) / len(recent)
@@ -397,21 +329,6 @@ class SFTRecipe:
     @property
     def resume_dir(self) -> Path:
         return Path(self.cfg.output_dir) / "resume"
-
-    def _checkpoint(self, step: int, recent: list[float]) -> None:
-        """DeepSpeed state at `step`; the previous one is removed once this one is complete."""
-        previous = (
-            (self.resume_dir / "latest").read_text().strip()
-            if (self.resume_dir / "latest").is_file()
-            else None
-        )
-        self.engine.save_checkpoint(
-            str(self.resume_dir), tag=f"step{step}", client_state={"step": step, "recent": recent}
-        )
-        if self.rank == 0:
-            if previous and previous != f"step{step}":
-                shutil.rmtree(self.resume_dir / previous, ignore_errors=True)
-            print(f"checkpoint at step {step} in {self.resume_dir}", flush=True)
 
     def _resume(self) -> tuple[int, list[float]]:
         """(steps already done, recent losses) from <output_dir>/resume, or (0, []) for a new run."""
@@ -431,73 +348,23 @@ class SFTRecipe:
 
     def save(self) -> Path:
         """A plain Hugging Face checkpoint (no DeepSpeed state) that transformers and vLLM load as is."""
-        out = Path(self.cfg.output_dir)
-        state_dict = None
-        if self.engine.zero_optimization_stage() == 3:
-            # Parameters are partitioned over ranks: every rank takes part in gathering them.
-            state_dict = self.engine._zero3_consolidated_16bit_state_dict()
-        if self.rank != 0:
-            return out
-        out.mkdir(parents=True, exist_ok=True)
-        model = self.engine.module
-        if self.cfg.lora_rank:  # fold the adapters into the weights: serving needs no peft
-            if state_dict is not None:
-                model.load_state_dict(state_dict, assign=True)
-                state_dict = None
-            if self.cfg.save_adapter:
-                model.save_pretrained(out / "adapter", safe_serialization=True)
-            model = model.merge_and_unload()
-        model.config.use_cache = True
-        stop_ids = [self.tokenizer.convert_tokens_to_ids(s) for s in self.template.stop]
-        model.generation_config.eos_token_id = stop_ids[0] if len(stop_ids) == 1 else stop_ids
-        model.generation_config.pad_token_id = self.tokenizer.pad_token_id
-        model.save_pretrained(out, state_dict=state_dict, safe_serialization=True)
-        self.tokenizer.save_pretrained(out)
-        (out / "README.md").write_text(self._model_card())
+        cfg = self.cfg
+        out = Path(cfg.output_dir)
+        lora, adapter = bool(cfg.lora_rank), cfg.save_adapter
+        if not save_pretrained(
+            self.engine, self.tokenizer, self.template, out, lora=lora, save_adapter=adapter, rank=self.rank
+        ):
+            return out  # not rank 0
+        card = model_card(
+            cfg, examples=len(self.examples), dropped_too_long=self.dropped_too_long,
+            dropped_no_target=self.dropped_no_target, total_steps=self.total_steps, final_loss=self.final_loss,
+            train_seconds=self.train_seconds, world_size=self.world_size,
+        )  # fmt: skip
+        (out / "README.md").write_text(card)
         print(f"saved checkpoint to {out}", flush=True)
         if self.resume_dir.exists():
             shutil.rmtree(self.resume_dir, ignore_errors=True)  # the run finished: nothing to resume
         return out
-
-    def _model_card(self) -> str:
-        cfg = self.cfg
-        hyper = {k: v for k, v in asdict(cfg).items() if k not in {"data", "output_dir", "mix_report"}}
-        mix = (
-            Path(cfg.mix_report).read_text().strip()
-            if cfg.mix_report and Path(cfg.mix_report).is_file()
-            else ""
-        )
-        lines = [
-            "---",
-            "library_name: transformers",
-            "tags: [agentlm, agent-tuning]",
-            "---",
-            f"# AgentLM checkpoint ({cfg.preset or 'custom'} preset)",
-            "",
-            f"Fine-tuned from `{cfg.base_model}` with AgentLM's SFT recipe: agent trajectories mixed with",
-            f"general chat at eta = {cfg.eta if cfg.eta is not None else 'n/a'} (agent share of examples), loss on assistant",
-            f"turns only{' whose AgentInstruct `loss` flag is not false' if cfg.honour_loss_flag else ''}.",
-            f"Chat template: `{cfg.template}` (stored in tokenizer_config.json).",
-            "",
-            "## Data",
-            "",
-            *[f"- `{p}`" for p in cfg.data],
-            f"- {len(self.examples)} examples trained; {self.dropped_too_long} dropped as longer than "
-            f"{cfg.max_seq_len} tokens; {self.dropped_no_target} with nothing to learn",
-            *(["", "```", mix, "```"] if mix else []),
-            "",
-            "## Training",
-            "",
-            f"- optimizer steps: {self.total_steps}; final loss: {self.final_loss:.4f}; "
-            f"time: {self.train_seconds:.0f} s on {self.world_size} rank(s)",
-            "- hyperparameters:",
-            "",
-            "```yaml",
-            yaml.safe_dump(hyper, sort_keys=False).strip(),
-            "```",
-            "",
-        ]
-        return "\n".join(lines)
 
     def cleanup(self) -> None:
         import torch.distributed as dist
@@ -515,41 +382,6 @@ def _attention(choice: str) -> str:
 
     gpu = torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
     return "flash_attention_2" if gpu else "sdpa"
-
-
-def causal_lm_loss(model, batch, n_tokens):
-    """The batch's summed next-token cross-entropy over its trained tokens, divided by ``n_tokens``.
-
-    The same loss as HF's ``labels=``/``num_items_in_batch=`` path, but the vocabulary-sized output
-    layer runs only on the hidden states whose next token is trained, row by row: it never runs on
-    prompts, observations and user turns (for Gemma 3 270M that layer is 60 % of the forward pass
-    per token, and in an agent trajectory most tokens are not trained), and the logits held for the
-    backward pass are (trained tokens, vocabulary), not (rows, longest span, vocabulary).
-    """
-    import torch.nn.functional as F
-
-    from agentlm.train.prefix import PrefixedBatch, prefixed_hidden
-
-    decoder, head, softcap = _decoder_and_head(model)
-    if isinstance(batch, PrefixedBatch):
-        hidden = prefixed_hidden(decoder, batch)
-    else:
-        hidden = decoder(**batch.model_inputs()).last_hidden_state  # (rows, width, dim)
-    targets = batch.labels[:, 1:]
-    trained = targets != IGNORE_INDEX
-    logits = head(hidden[:, :-1][trained]).float()  # (trained tokens, vocabulary)
-    if softcap is not None:
-        logits = (logits / softcap).tanh() * softcap
-    return F.cross_entropy(logits, targets[trained], reduction="sum") / n_tokens
-
-
-def _decoder_and_head(model):
-    """The transformer body, the output layer and the logit softcap of a causal LM, seen through
-    DeepSpeed's engine and a PEFT wrapper (calling the parts keeps their hooks: ZeRO-3 gathers per module)."""
-    lm = getattr(model, "module", model)
-    if hasattr(lm, "get_base_model"):
-        lm = lm.get_base_model()
-    return lm.model, lm.lm_head, getattr(lm.config, "final_logit_softcapping", None)
 
 
 def _cosine_with_warmup(warmup: int, total: int):

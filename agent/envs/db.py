@@ -38,6 +38,7 @@ from typing import Any, Literal
 import duckdb
 import pymysql
 import sqlglot
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
@@ -197,66 +198,62 @@ def _why_gold_untranslatable(record: dict[str, Any]) -> str | None:
     return None
 
 
-def _need(condition: bool, path: Path, index: int, field: str, what: str) -> None:
-    if not condition:
-        raise TaskFileError(f"{path}: task {index}: field {field!r} {what}")
+Scalar = StrictStr | StrictInt | StrictFloat | None
 
 
-def _check_record(record: Any, path: Path, index: int) -> None:
-    _need(isinstance(record, dict), path, index, "<record>", "must be a JSON object")
-    for key in ("description", "add_description"):
-        _need(isinstance(record.get(key), str), path, index, key, "must be a string")
-    kinds = record.get("type")
-    _need(
-        isinstance(kinds, list) and kinds and isinstance(kinds[0], str),
-        path,
-        index,
-        "type",
-        "must be a list of strings",
-    )
-    table = record.get("table")
-    _need(isinstance(table, dict), path, index, "table", "must be an object")
-    _need(
-        isinstance(table.get("table_name"), str) and table["table_name"],
-        path,
-        index,
-        "table.table_name",
-        "must be a non-empty string",
-    )
-    info = table.get("table_info")
-    _need(isinstance(info, dict), path, index, "table.table_info", "must be an object")
-    columns = info.get("columns")
-    _need(
-        isinstance(columns, list) and columns and all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in columns),
-        path, index, "table.table_info.columns", "must be a non-empty list of {name, type}",
-    )  # fmt: skip
-    rows = info.get("rows")
-    _need(isinstance(rows, list), path, index, "table.table_info.rows", "must be a list")
-    for r, row in enumerate(rows):
-        _need(
-            isinstance(row, list) and len(row) == len(columns)
-            and all(v is None or isinstance(v, str | int | float) for v in row),
-            path, index, f"table.table_info.rows[{r}]", f"must be a list of {len(columns)} scalar values",
-        )  # fmt: skip
-    label = record.get("label")
-    _need(isinstance(label, list), path, index, "label", "must be a list")
-    if kinds[0] in MODIFICATIONS:
-        _need(
-            len(label) == 1 and isinstance(label[0], str),
-            path,
-            index,
-            "label",
-            "must hold the gold statement",
-        )
-    else:
-        sql = record.get("sql")
-        _need(
-            isinstance(sql, dict) and isinstance(sql.get("query"), str),
-            path,
-            index,
-            "sql.query",
-            "must be a string",
-        )
+class _Column(BaseModel):
+    name: StrictStr
+
+
+class _TableInfo(BaseModel):
+    columns: list[_Column] = Field(min_length=1)
+    rows: list[list[Scalar]]
+
+
+class _Table(BaseModel):
+    table_name: StrictStr = Field(min_length=1)
+    table_info: _TableInfo
+
+
+class _GoldQuery(BaseModel):
+    query: StrictStr
+
+
+class DBTaskRecord(BaseModel):
+    """One dbbench task as AgentBench's files have it (other fields, e.g. ``answer_md5``, pass through)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    description: StrictStr
+    add_description: StrictStr
+    type: list[StrictStr] = Field(min_length=1)  # the first is the kind: SELECT, INSERT, ...
+    table: _Table
+    label: list[Any]
+    sql: _GoldQuery | None = None  # a query's gold SQL; a modification's is its label
+
+
+def _check_record(record: Any, path: Path, index: int) -> DBTaskRecord:
+    """The record as a ``DBTaskRecord``, or a ``TaskFileError`` naming the file, task and field."""
+
+    def bad(field: str, what: str) -> TaskFileError:
+        return TaskFileError(f"{path}: task {index}: field {field!r} {what}")
+
+    try:
+        task = DBTaskRecord.model_validate(record)
+    except ValidationError as e:
+        error = e.errors()[0]
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
+        raise bad(where or "<record>", error["msg"].lower()) from None
+    info = task.table.table_info
+    for r, row in enumerate(info.rows):
+        if len(row) != len(info.columns):
+            raise bad(f"table.table_info.rows[{r}]", f"must be a list of {len(info.columns)} scalar values")
+    if task.type[0] in MODIFICATIONS:
+        if len(task.label) != 1 or not isinstance(task.label[0], str):
+            raise bad("label", "must hold the gold statement")
+    elif task.sql is None:
+        raise bad("sql.query", "must be a string")
+    return task
 
 
 class DBEnvironment(Environment):

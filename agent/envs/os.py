@@ -37,7 +37,8 @@ from typing import Any, Literal
 from agentlm.agent.envs.base import Environment, EnvTask, Episode, Setup, TaskFileError
 from agentlm.agent.protocols import os_opening, os_task
 from agentlm.agent.tools.osimage import FLAVOURS, ensure_image
-from agentlm.agent.tools.shell import SandboxLimits, ShellSession, ShellSettings, ShellTool
+from agentlm.agent.tools.sandbox import SandboxLimits, ShellSession, ShellSettings
+from agentlm.agent.tools.shell import ShellTool
 from agentlm.agent.tools.tasksystem import TaskSystem
 
 log = logging.getLogger(__name__)

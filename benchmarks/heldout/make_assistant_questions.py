@@ -31,8 +31,8 @@ from typing import Any
 
 import duckdb
 
-from agentlm.data.hr import build_hr_database
-from agentlm.data.scheduling import build_scheduling_database
+from agentlm.agent.databases.hr import build_hr_database
+from agentlm.agent.databases.scheduling import build_scheduling_database
 
 HR = "hr-assistant"
 SCHED = "scheduling-assistant"

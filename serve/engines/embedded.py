@@ -6,7 +6,9 @@ running sequence, and between steps queued requests are prefilled and join while
 abandoned ones leave (continuous batching). A prompt starts from the longest prefix already in the
 KV cache (a running sequence's, or a finished one's kept for reuse), so an agent's turns compute
 only what is new. The asyncio side gets text deltas through a queue per request. Sampling, stop
-strings, cancellation and streaming are per sequence and checked between steps; each request
+strings, cancellation and streaming are per sequence and checked between steps (``chat.py``: a
+request's prompt and what ends its reply; ``sampling.py``: the next token and the streamed text;
+``lookup.py``: the tokens a greedy reply guesses ahead); each request
 samples with its own generator, so a seeded request draws the same alone. (llama.cpp rounds a step
 of one row and a step of several differently, so beside other requests a near tie can go the other
 way, for greedy replies too.) The embedded models tokenize with llama.cpp (``vocab.py``): torch
@@ -33,23 +35,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import json
 import logging
 import queue
 import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from agentlm.agent.toolcalls import ToolCallStream
-from agentlm.agent.trajectory import ChatMessage
-from agentlm.data.templates import TEMPLATES, get_template, turn_format
+from agentlm.data.templates import get_template
 from agentlm.paths import home
 from agentlm.serve.engines.base import (
     EMBEDDED,
@@ -61,11 +60,12 @@ from agentlm.serve.engines.base import (
     GenerationRequest,
     ModelNotFoundError,
     PromptTooLongError,
-    UnsupportedFeatureError,
 )
+from agentlm.serve.engines.chat import chat_prompt, split_calls, stop_token_ids, template_stops
 from agentlm.serve.engines.grammar import ToolGrammars, offers_tools
 from agentlm.serve.engines.llamacpp import CacheFullError, LlamaCpp, LlamaCppError
 from agentlm.serve.engines.lookup import StepCosts, lookup_draft
+from agentlm.serve.engines.sampling import IncrementalText, argmax, sample
 from agentlm.serve.engines.vocab import LlamaVocab
 from agentlm.serve.engines.weights import default_model_id, file_stamp, resolve_model
 
@@ -82,139 +82,6 @@ def _return_freed_memory() -> None:
     The C library comes from this process's own symbols: ``find_library`` would fork the process."""
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to give back this way
         ctypes.CDLL(None).malloc_trim(0)
-
-
-def _template_stops(chat_template: str) -> list[str]:
-    """The end-of-turn markers of our known templates that this chat template uses."""
-    return sorted({s for t in TEMPLATES.values() for s in t.stop if s in chat_template})
-
-
-# A chat template that does not render tools writes one of these turn formats, told by its markers.
-def _arguments_as_objects(messages: list[ChatMessage]) -> list[ChatMessage]:
-    """The messages with each tool call's JSON ``arguments`` string parsed into an object, as vLLM
-    hands them to a chat template (Jinja cannot parse JSON; the templates write it with tojson)."""
-    out: list[ChatMessage] = []
-    for m in messages:
-        calls = []
-        for call in m.get("tool_calls") or []:
-            function = dict(call.get("function", {}))
-            if isinstance(function.get("arguments"), str):
-                with contextlib.suppress(ValueError):  # not JSON: the template writes it as it is
-                    function["arguments"] = json.loads(function["arguments"] or "{}")
-            calls.append({**call, "function": function})
-        out.append({**m, "tool_calls": calls} if calls else m)  # type: ignore[typeddict-item]
-    return out
-
-
-def _split_calls(parser: ToolCallStream, chunk: GenerationChunk) -> GenerationChunk:
-    """A chunk of the reply's text as content and the tool calls it completed; the last chunk of a
-    reply that called tools finishes with "tool_calls"."""
-    text, calls = parser.push(chunk.text)
-    finish = chunk.finish_reason
-    if finish is not None:
-        rest, more = parser.finish()
-        text, calls = text + rest, calls + more
-        if parser.calls and finish == "stop":
-            finish = "tool_calls"
-    return replace(chunk, text=text, tool_calls=calls or None, finish_reason=finish)
-
-
-class IncrementalText:
-    """Turns generated token ids into text deltas that never split a character or pass a stop string.
-
-    The whole generated sequence is decoded each time and the new suffix emitted, because a token
-    can be part of a multi-byte character and only the sequence decodes correctly. Text that could
-    be the start of a stop string is held back until the next tokens decide.
-    """
-
-    def __init__(self, tokenizer: Any, stops: list[str]):
-        self.tokenizer = tokenizer
-        self.stops = [s for s in stops if s]
-        self.ids: list[int] = []
-        self.sent = 0  # characters emitted so far
-        self._waited = 0  # tokens waited for an incomplete character to complete
-
-    def _decode(self) -> str:
-        return self.tokenizer.decode(self.ids, skip_special_tokens=True)
-
-    def push(self, token: int) -> tuple[str, bool]:
-        """Add a token; returns (new text, whether a stop string ended the reply)."""
-        self.ids.append(token)
-        text = self._decode()
-        longest = max((len(s) for s in self.stops), default=0)
-        start = max(0, self.sent - longest)
-        hits = [i for i in (text.find(s, start) for s in self.stops) if i >= 0]
-        if hits:
-            end = max(min(hits), self.sent)
-            delta, self.sent = text[self.sent : end], end
-            return delta, True
-        safe = len(text)
-        # An incomplete character decodes as U+FFFD: wait for the rest of its bytes, but not for
-        # ever (a UTF-8 character has at most 4 bytes), or a model emitting stray bytes never streams.
-        if text.endswith("\ufffd") and self._waited < 3:
-            self._waited += 1
-            safe = len(text.rstrip("\ufffd"))
-        else:
-            self._waited = 0
-        safe -= max(
-            (k for s in self.stops for k in range(1, len(s)) if text[:safe].endswith(s[:k])), default=0
-        )
-        if safe <= self.sent:
-            return "", False
-        delta, self.sent = text[self.sent : safe], safe
-        return delta, False
-
-    def flush(self) -> str:
-        """The held-back text, once no stop string can follow."""
-        text = self._decode()
-        delta, self.sent = text[self.sent :], len(text)
-        return delta
-
-
-# Nucleus sampling sorts only this many of the likeliest tokens when they already hold top_p of
-# the mass (almost always), instead of all of Gemma's 262k: the same draw, much cheaper.
-_NUCLEUS_CANDIDATES = 1024
-
-
-def argmax(logits: np.ndarray) -> list[int]:
-    """Each row's likeliest token (the first of equals). logits: [rows, vocab]."""
-    return logits.argmax(axis=1).tolist()
-
-
-def sample(logits: np.ndarray, temperature: float, top_p: float, generator: np.random.Generator) -> int:
-    """Greedy at temperature 0, else nucleus sampling. logits: [vocab]."""
-    if temperature == 0:
-        return int(logits.argmax())
-    # float64 after subtracting the max: a temperature near 0 must not overflow to inf or nan.
-    scaled = (logits.astype(np.float64) - float(logits.max())) / temperature
-    if not np.isfinite(scaled).all():
-        return int(logits.argmax())
-    probs = np.exp(scaled)
-    probs /= probs.sum()
-    if top_p < 1.0:
-        k = min(_NUCLEUS_CANDIDATES, probs.size)
-        order = (
-            np.argpartition(probs, probs.size - k)[probs.size - k :]
-            if k < probs.size
-            else np.arange(probs.size)
-        )
-        if k < probs.size and float(probs[order].sum()) < top_p:
-            order = np.arange(probs.size)
-        order = order[np.argsort(-probs[order], kind="stable")]  # descending
-        top = probs[order]
-        # Keep the most likely tokens until their mass reaches top_p; the first always stays
-        # (a top_p so small it rounds to 0 would otherwise drop every token).
-        drop = np.cumsum(top) - top >= top_p
-        drop[0] = False
-        kept = np.zeros_like(probs)
-        kept[order[~drop]] = top[~drop]
-        probs = kept
-    # Drawn over the vocabulary in token order, not in order of probability: a last-bit difference
-    # in the logits (a step of one row or of several) must not reorder near-equal tokens under the draw.
-    cumulative = np.cumsum(probs)
-    return int(
-        min(np.searchsorted(cumulative, generator.random() * cumulative[-1], side="right"), probs.size - 1)
-    )
 
 
 # Concurrent calls reach an idle engine a few milliseconds apart (8 openai-client threads: over
@@ -313,8 +180,8 @@ class EmbeddedEngine(Engine):
             name = "gemma" if "<start_of_turn>" in self.tokenizer.get_vocab() else "llama-2"
             log.warning("%s has no chat template; using AgentLM's %s template", model, name)
             self.tokenizer.chat_template = get_template(name).jinja
-        self.template_stops = _template_stops(self.tokenizer.chat_template)
-        self.stop_ids = self._stop_token_ids(files.tokenizer)
+        self.template_stops = template_stops(self.tokenizer.chat_template)
+        self.stop_ids = stop_token_ids(self.tokenizer, self.template_stops, files.tokenizer)
         self.context_length = min(self.llm.n_ctx_train, context_tokens)
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
@@ -361,22 +228,6 @@ class EmbeddedEngine(Engine):
             settings.prompt_lookup,
         )
 
-    def _stop_token_ids(self, checkpoint: Path | None) -> set[int]:
-        """The end-of-sequence ids the checkpoint's configs and tokenizer name, and the template's
-        end-of-turn markers that are one token."""
-        ids: set[int] = set()
-        sources: list[Any] = [self.tokenizer.eos_token_id]
-        for name in ("config.json", "generation_config.json") if checkpoint else ():
-            with contextlib.suppress(OSError, ValueError):
-                sources.append(json.loads((checkpoint / name).read_text()).get("eos_token_id"))
-        for eos in sources:
-            ids.update(eos if isinstance(eos, list) else [eos] if isinstance(eos, int) else [])
-        for stop in self.template_stops:  # an end-of-turn marker that is one token ends the reply too
-            token = self.tokenizer.convert_tokens_to_ids(stop)
-            if isinstance(token, int) and token != self.tokenizer.unk_token_id:
-                ids.add(token)
-        return ids
-
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         if self._closed:
             raise EngineError("the engine is shut down")
@@ -411,7 +262,7 @@ class EmbeddedEngine(Engine):
                 if isinstance(item, BaseException):
                     raise item
                 if parser is not None:
-                    item = _split_calls(parser, item)
+                    item = split_calls(parser, item)
                 yield item
                 if item.finish_reason is not None:
                     return
@@ -422,28 +273,6 @@ class EmbeddedEngine(Engine):
     def _tool_grammars(self) -> ToolGrammars:
         vocab = self.llm.n_vocab  # the logits' width, padding rows included
         return ToolGrammars(self.tokenizer, vocab, sorted(self.stop_ids), cache=home() / "cache" / "xgrammar")
-
-    def _chat_prompt(self, req: GenerationRequest) -> str:
-        """A chat request's prompt: its messages (and the tools it offers) through the chat template."""
-        tools = req.tools if offers_tools(req.tools, req.tool_choice) else None
-        if not tools and not any(m["role"] == "tool" or m.get("tool_calls") for m in req.messages):
-            return self.tokenizer.apply_chat_template(
-                req.messages, add_generation_prompt=True, tokenize=False
-            )
-        template = self.tokenizer.chat_template
-        if "tools" in template:  # it renders tools itself: AgentLM's templates, Qwen's, ...
-            return self.tokenizer.apply_chat_template(
-                _arguments_as_objects(req.messages), tools=tools, add_generation_prompt=True, tokenize=False
-            )
-        # A template written before AgentLM's rendered tools (an older checkpoint, the converted
-        # embedded model's first cache): AgentLM's own template of the same turn format renders them.
-        name = turn_format(template)
-        if name is None:
-            raise UnsupportedFeatureError(
-                f"{self.model_id}'s chat template cannot render tools or tool messages; serve a "
-                "checkpoint whose chat template takes `tools` (AgentLM's own templates do)"
-            )
-        return get_template(name).render_prompt(req.messages, tools)
 
     async def health(self) -> None:
         if self._closed or not self._worker.is_alive():
@@ -645,7 +474,7 @@ class EmbeddedEngine(Engine):
                 start = self.tokenizer.bos_token_id
                 prompt_ids = [start if start is not None else self.tokenizer.eos_token_id]
         else:
-            prompt = self._chat_prompt(req)
+            prompt = chat_prompt(self.tokenizer, req, self.model_id)
             # The template writes the special tokens itself (e.g. "<bos>"): do not add them twice.
             prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         room = self.context_length - len(prompt_ids)

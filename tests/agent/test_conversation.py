@@ -10,11 +10,11 @@ import pytest
 from scripted import ScriptedModel
 
 from agentlm.agent.actions import answer_reply
+from agentlm.agent.databases.hr import build_hr_database
 from agentlm.agent.loop import Agent, AgentConfig, Setup, estimate_tokens
 from agentlm.agent.models import ContextLengthError
 from agentlm.agent.profiles import ConversationError, history_messages, load_profile, split_conversation
 from agentlm.agent.trajectory import StopReason, Trajectory
-from agentlm.data.hr import build_hr_database
 
 Q1 = "How many vacation days does Dana Kim have left?"
 A1 = "Dana Kim has 18 vacation days left."

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from agentlm.agent.actions import FinalAnswer, parse_db_reply
+from agentlm.agent.databases.hr import build_hr_database
 from agentlm.agent.exemplars import ExemplarBank, ExemplarError
 from agentlm.agent.profiles import ProfileError, load_profile
 from agentlm.data.decontaminate import EvalIndex, eval_task_texts
-from agentlm.data.hr import build_hr_database
 
 HELDOUT = Path(__file__).resolve().parents[2] / "benchmarks" / "heldout"
 

@@ -19,12 +19,12 @@ import threading
 import pytest
 from localhttp import Handler, serve
 
+from agentlm.agent.databases.scheduling import build_scheduling_database
 from agentlm.agent.loop import Agent, Setup
 from agentlm.agent.models import Completion
 from agentlm.agent.tools.shell import ShellTool
 from agentlm.agent.tools.sql import SQLTool
 from agentlm.agent.tools.web import WebFetchTool
-from agentlm.data.scheduling import build_scheduling_database
 
 INSTRUCTION = re.compile(r"(RUN|SQL|FETCH): ([^'<\n]+)")  # up to a quote, a tag or the line's end
 

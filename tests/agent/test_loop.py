@@ -4,11 +4,11 @@ import duckdb
 import pytest
 from scripted import ScriptedModel
 
+from agentlm.agent.databases.hr import build_hr_database
 from agentlm.agent.loop import Agent, AgentConfig, Setup
 from agentlm.agent.models import ModelEndpointError
 from agentlm.agent.profiles import load_profile
 from agentlm.agent.trajectory import ActionStep, FinalAnswerStep, StopReason, ToolCall, Trajectory
-from agentlm.data.hr import build_hr_database
 
 SQL = "SELECT count(*) FROM employees WHERE department_id = 5;"
 

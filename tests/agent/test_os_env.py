@@ -22,7 +22,8 @@ from agentlm.agent.envs.os import (
 )
 from agentlm.agent.protocols import os_opening, os_task
 from agentlm.agent.tools.osimage import FLAVOURS
-from agentlm.agent.tools.shell import SandboxLimits, ShellTool
+from agentlm.agent.tools.sandbox import SandboxLimits
+from agentlm.agent.tools.shell import ShellTool
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "agentbench"
 DEV = SHARED / "os_dev.json"

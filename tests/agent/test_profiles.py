@@ -1,10 +1,10 @@
 import pytest
 
 from agentlm.agent.actions import PARSERS, FinalAnswer
+from agentlm.agent.databases.hr import build_hr_database
+from agentlm.agent.databases.scheduling import build_scheduling_database
 from agentlm.agent.profiles import ProfileError, available_profiles, load_profile
 from agentlm.agent.trajectory import ToolCall
-from agentlm.data.hr import build_hr_database
-from agentlm.data.scheduling import build_scheduling_database
 
 
 def test_bundled_profiles_load_with_their_required_parts():

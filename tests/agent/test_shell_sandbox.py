@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from listeners import Listener
 
-from agentlm.agent.tools.shell import (
+from agentlm.agent.tools.sandbox import (
     CommandResult,
     SandboxLimits,
     SandboxUnavailableError,

@@ -13,18 +13,18 @@ import pytest
 from waiting import eventually
 
 from agentlm.agent.protocols import OS_TRUNCATED
-from agentlm.agent.tools.shell import (
+from agentlm.agent.tools.sandbox import (
     Bind,
     SandboxLimits,
     SandboxUnavailableError,
     ShellClosedError,
     ShellSession,
     ShellSettings,
-    ShellTool,
     check_sandbox,
     processes_of,
     run_isolated,
 )
+from agentlm.agent.tools.shell import ShellTool
 
 try:
     check_sandbox()

@@ -5,8 +5,8 @@ import time
 import duckdb
 import pytest
 
+from agentlm.agent.databases.hr import build_hr_database
 from agentlm.agent.tools.sql import SQLTool, render_rows
-from agentlm.data.hr import build_hr_database
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from listeners import Listener
 from tasksystems import image, needs_system
 
 from agentlm.agent.envs.os import OSEnvironment
-from agentlm.agent.tools.shell import SandboxLimits, ShellSession, ShellSettings, processes_of
+from agentlm.agent.tools.sandbox import SandboxLimits, ShellSession, ShellSettings, processes_of
 from agentlm.agent.tools.tasksystem import UID_COUNT, TaskSystem
 
 pytestmark = needs_system

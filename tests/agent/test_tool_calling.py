@@ -15,11 +15,11 @@ from contextlib import contextmanager
 import pytest
 from localhttp import Handler, serve
 
+from agentlm.agent.databases.hr import build_hr_database
 from agentlm.agent.loop import Agent, AgentConfig, estimate_tokens
 from agentlm.agent.models import Completion, GenerationParams, OpenAIChatModel
 from agentlm.agent.profiles import load_profile
 from agentlm.agent.trajectory import StopReason, Trajectory
-from agentlm.data.hr import build_hr_database
 
 
 @contextmanager

@@ -12,10 +12,11 @@ import jsonschema
 import pytest
 
 from agentlm.agent.actions import FinalAnswer, parse_db_reply
+from agentlm.agent.databases import hr
 from agentlm.agent.profiles import load_profile
 from agentlm.agent.toolcalls import parse_tool_calls
 from agentlm.agent.trajectory import ToolCall
-from agentlm.data import hr, worlds
+from agentlm.data import worlds
 from agentlm.data.assistant import build_examples
 from agentlm.data.toolcalls import generate
 

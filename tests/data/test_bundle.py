@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from agentlm.agent.actions import FinalAnswer, parse_db_reply
+from agentlm.agent.databases.hr import build_hr_database
 from agentlm.agent.loop import Agent
 from agentlm.agent.models import Completion
 from agentlm.agent.profiles import load_profile
@@ -24,7 +25,6 @@ from agentlm.data.bundle import (
     bundled_path,
 )
 from agentlm.data.formats import Conversation, conversation_from_trajectory, read_jsonl, write_jsonl
-from agentlm.data.hr import build_hr_database
 from agentlm.data.hr_tasks import HR_TASKS, HRTask, SQLStep, TaskResultError
 
 DANA = "How many vacation days does Dana Kim have left?"

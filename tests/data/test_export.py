@@ -8,11 +8,18 @@ from pathlib import Path
 from tiny import build_tokenizer
 
 from agentlm.agent.trajectory import ActionStep, Feedback, FinalAnswerStep, StopReason, ToolCall, Trajectory
-from agentlm.data.export import ExportReport, export_trajectories
+from agentlm.data.export import ExportReport
+from agentlm.data.export import export_trajectories as export_runs
 from agentlm.data.formats import read_jsonl
 from agentlm.data.masks import IGNORE_INDEX, tokenize_conversation
 from agentlm.data.templates import get_template
 from agentlm.serve.store import TrajectoryStore
+
+
+def export_trajectories(store_path: Path, out: Path, **options) -> ExportReport:
+    """What `agentlm data export` does: a store's snapshot, exported."""
+    with TrajectoryStore(store_path, readonly=True) as store:
+        return export_runs(store.snapshot(), out, **options)
 
 
 def make_trajectory(created_at: float, reward: float | None = None) -> Trajectory:

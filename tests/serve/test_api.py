@@ -433,3 +433,40 @@ def test_openapi_document_is_served_and_declares_the_errors(server) -> None:
     assert "/v1/completions" in doc["paths"] and "/metrics" in doc["paths"]
     assert "ChatCompletionChunk" in doc["components"]["schemas"]
     assert "422" not in str(doc)  # validation errors are 400s
+
+
+def test_openapi_document_types_the_trajectory_and_the_agent_extension(server) -> None:
+    doc = httpx.get(f"{server.url}/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+
+    def free_form(schema: object) -> list[object]:
+        """Objects that accept any properties: what a typed record must not contain."""
+        if isinstance(schema, list):
+            return [f for item in schema for f in free_form(item)]
+        if not isinstance(schema, dict):
+            return []
+        loose = schema.get("type") == "object" and (
+            "properties" not in schema or schema.get("additionalProperties") not in (None, False)
+        )
+        return [schema] * loose + [f for value in schema.values() for f in free_form(value)]
+
+    typed = ("AgentRun", "ActionStep", "FinalAnswerStep", "ToolCall", "RepairRecord", "Feedback")
+    for name in typed:
+        assert free_form(schemas[name]) == [], name
+    steps = schemas["AgentRun"]["properties"]["steps"]["anyOf"][0]["items"]
+    assert steps["discriminator"]["mapping"] == {
+        "action": "#/components/schemas/ActionStep",
+        "answer": "#/components/schemas/FinalAnswerStep",
+    }
+    for model in ("ChatCompletionResponse", "ChatCompletionChunk"):
+        assert schemas[model]["properties"]["agentlm"]["anyOf"][0] == {
+            "$ref": "#/components/schemas/AgentRun"
+        }
+    one = doc["paths"]["/v1/trajectories/{trajectory_id}"]["get"]["responses"]["200"]["content"]
+    assert one["application/json"]["schema"] == {"$ref": "#/components/schemas/Trajectory"}
+    page = schemas["TrajectoryList"]["properties"]["data"]
+    assert page["items"] == {"$ref": "#/components/schemas/Trajectory"}
+    assert set(schemas["Trajectory"]["properties"]["steps"]["items"]["discriminator"]["mapping"]) == {
+        "action",
+        "answer",
+    }

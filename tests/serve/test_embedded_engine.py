@@ -12,7 +12,8 @@ import torch
 from tiny import build_tokenizer
 
 from agentlm.serve.engines import GenerationRequest, ModelNotFoundError
-from agentlm.serve.engines.embedded import EmbeddedEngine, IncrementalText, sample
+from agentlm.serve.engines.embedded import EmbeddedEngine
+from agentlm.serve.engines.sampling import IncrementalText, sample
 from agentlm.serve.engines.weights import (
     EMBEDDED_MODEL_ID,
     default_model_id,

@@ -20,6 +20,7 @@ from openai import OpenAI
 from agentlm.agent.toolcalls import format_tool_calls
 from agentlm.data.templates import get_template
 from agentlm.serve.engines import GenerationRequest, InvalidToolSchemaError, UnsupportedFeatureError
+from agentlm.serve.engines.chat import chat_prompt
 from agentlm.serve.engines.embedded import EmbeddedEngine
 
 ARGS = {
@@ -209,12 +210,11 @@ CONVERSATION = [
 
 def test_the_prompt_renders_tools_as_training_did(engine) -> None:
     request = GenerationRequest(CONVERSATION, tools=[WEATHER, CLOCK])
-    prompt = engine._chat_prompt(request)
+    prompt = chat_prompt(engine.tokenizer, request, engine.model_id)
     assert prompt == get_template("llama-2").render_prompt(CONVERSATION, tools=[WEATHER, CLOCK])
     assert format_tool_calls("Checking.", [{"name": "weather", "arguments": {"city": "Oslo"}}]) in prompt
-    assert "<tools>" not in engine._chat_prompt(
-        GenerationRequest(CONVERSATION, tools=[WEATHER], tool_choice="none")
-    )
+    no_tools = GenerationRequest(CONVERSATION, tools=[WEATHER], tool_choice="none")
+    assert "<tools>" not in chat_prompt(engine.tokenizer, no_tools, engine.model_id)
 
 
 def test_a_template_from_before_tools_renders_them_with_agentlms_own(engine, monkeypatch) -> None:
@@ -222,10 +222,12 @@ def test_a_template_from_before_tools_renders_them_with_agentlms_own(engine, mon
     old = "<s>{%- for m in messages -%}{{ '[INST] ' + m['content'] + ' [/INST]' }}{%- endfor -%}"
     monkeypatch.setattr(engine.tokenizer, "chat_template", old)
     request = GenerationRequest(CONVERSATION, tools=[WEATHER])
-    assert engine._chat_prompt(request) == get_template("llama-2").render_prompt(CONVERSATION, [WEATHER])
+    assert chat_prompt(engine.tokenizer, request, engine.model_id) == get_template("llama-2").render_prompt(
+        CONVERSATION, [WEATHER]
+    )
     monkeypatch.setattr(engine.tokenizer, "chat_template", "{{ messages[0]['content'] }}")
     with pytest.raises(UnsupportedFeatureError, match="cannot render tools"):
-        engine._chat_prompt(request)
+        chat_prompt(engine.tokenizer, request, engine.model_id)
 
 
 def accepts(engine, text: str, tool_choice="auto", parallel: bool = True) -> bool:

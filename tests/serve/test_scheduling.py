@@ -17,6 +17,7 @@ from agentlm.serve.engines import (
     InvalidToolSchemaError,
     PromptTooLongError,
 )
+from agentlm.serve.engines.chat import chat_prompt
 from agentlm.serve.engines.embedded import EmbeddedEngine
 from agentlm.serve.engines.llamacpp import LlamaCpp
 
@@ -260,7 +261,11 @@ def test_a_repeated_conversation_reuses_the_cache_and_replies_the_same(engine: E
 
 
 def prompt_tokens(engine: EmbeddedEngine, req: GenerationRequest) -> int:
-    return len(engine.tokenizer(engine._chat_prompt(req), add_special_tokens=False)["input_ids"])
+    return len(
+        engine.tokenizer(chat_prompt(engine.tokenizer, req, engine.model_id), add_special_tokens=False)[
+            "input_ids"
+        ]
+    )
 
 
 def test_a_full_cache_ends_the_longest_reply_and_the_others_go_on(tiny_checkpoint: Path) -> None:

@@ -104,7 +104,8 @@ def test_export_is_what_data_export_writes(server, tmp_path) -> None:
         store.save(corrected)
         store.set_feedback(corrected.id, Feedback(1, "close", corrected_answer="2"))
     for include_all in (False, True):
-        export_trajectories(server.settings.store, tmp_path / "cli.jsonl", include_all=include_all)
+        with TrajectoryStore(server.settings.store, readonly=True) as snapshot:
+            export_trajectories(snapshot.snapshot(), tmp_path / "cli.jsonl", include_all=include_all)
         served = httpx.get(f"{server.v1}/trajectories/export", params={"include_all": include_all})
         assert served.text == (tmp_path / "cli.jsonl").read_text()  # byte for byte, whole store
     mine = httpx.get(f"{server.v1}/trajectories/export", params={"profile": "export"}).text.splitlines()

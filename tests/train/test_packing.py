@@ -12,8 +12,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from agentlm.data.formats import Conversation, Turn
 from agentlm.data.masks import tokenize_conversation
 from agentlm.data.templates import get_template
+from agentlm.train.loss import causal_lm_loss
 from agentlm.train.packing import epoch_rows, pack_rows, packed_batch, padded_batch
-from agentlm.train.sft import causal_lm_loss
 
 
 def test_first_fit_decreasing_fills_rows_and_refuses_what_cannot_fit():

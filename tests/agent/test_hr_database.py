@@ -7,7 +7,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from agentlm.data.hr import YEAR, build_hr_database, ensure_hr_database
+from agentlm.agent.databases.hr import YEAR, build_hr_database, ensure_hr_database
 
 TABLES = (
     "departments",

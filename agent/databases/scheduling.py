@@ -1,7 +1,7 @@
 """The sample scheduling database the scheduling assistant works on.
 
 The same company as the HR sample (people, rooms and the meetings already booked, from
-``data/hr.py`` with the same seed), reshaped for calendars: people, rooms, meetings and who attends
+``agent/databases/hr.py`` with the same seed), reshaped for calendars: people, rooms, meetings and who attends
 them, plus two availability macros the assistant calls in SQL instead of writing interval logic
 each time:
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agentlm.data.hr import company_rows, write_database
+from agentlm.agent.databases.hr import company_rows, write_database
 
 SCHEMA = """
 CREATE TABLE people (
@@ -64,7 +64,7 @@ CREATE MACRO busy(person_name, start_at, finish_at) AS TABLE
 
 
 def scheduling_rows(hr: dict[str, list[tuple]]) -> dict[str, list[tuple]]:
-    """The calendar view of a company's HR rows (``data/hr.py`` layout)."""
+    """The calendar view of a company's HR rows (``agent/databases/hr.py`` layout)."""
     team = {d[0]: d[1] for d in hr["departments"]}
     return {
         "people": [(e[0], f"{e[1]} {e[2]}", e[3], team[e[4]]) for e in hr["employees"]],

@@ -1,0 +1,1 @@
+"""The sample databases the bundled assistant profiles work on (built on first use, deterministic)."""
