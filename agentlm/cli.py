@@ -14,9 +14,14 @@ import sys
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
+
+from agentlm.api import DEFAULT_API_URL
+from agentlm.options import invalid, options_from
+from agentlm.serve.settings import ServeSettings
 
 app = typer.Typer(
     help="AgentLM: serve an agent-tuned model, run agents with tools, log what they do, retrain on it.",
@@ -28,7 +33,6 @@ app.add_typer(data_app, name="data")
 tasks_app = typer.Typer(help="Task environments with rewards (AgentBench DB and OS).", no_args_is_help=True)
 app.add_typer(tasks_app, name="tasks")
 
-DEFAULT_API = "http://127.0.0.1:8000/v1"
 ModelOpt = Annotated[
     str,
     typer.Option(
@@ -43,47 +47,25 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+# `agentlm serve`'s options are ServeSettings' fields (their help is the fields' descriptions).
+SERVE_OPTIONS = (
+    "model", "host", "port", "engine", "remote_url", "remote_api_key", "served_model_name", "api_key",
+    "store", "profiles", "num_threads", "max_batch_size", "max_queue", "context_tokens", "prompt_lookup",
+    "dtype", "tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "cors_origins",
+)  # fmt: skip
+
+
 @app.command()
+@options_from(ServeSettings, SERVE_OPTIONS)
 def serve(
-    model: ModelOpt = "embedded",
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    engine: Annotated[
-        str,
-        typer.Option(help="'embedded' (in-process llama.cpp), 'remote' (an OpenAI URL) or 'vllm' (GPU)."),
-    ] = "embedded",
-    remote_url: Annotated[str | None, typer.Option(help="OpenAI-compatible URL for --engine remote.")] = None,
-    remote_api_key: Annotated[str | None, typer.Option(help="Key for the remote endpoint.")] = None,
-    served_model_name: Annotated[str | None, typer.Option(help="Model id clients use.")] = None,
-    api_key: Annotated[str | None, typer.Option(help="Require this bearer key from clients.")] = None,
-    store: Annotated[Path | None, typer.Option(help="SQLite trajectory store.")] = None,
-    max_batch_size: Annotated[int | None, typer.Option(help="Embedded: sequences decoded together.")] = None,
-    context_tokens: Annotated[
-        int | None,
-        typer.Option(help="Embedded: KV cache cells shared by every sequence and cached prefix."),
-    ] = None,
-    prompt_lookup: Annotated[
-        int | None,
-        typer.Option(help="Embedded: tokens a greedy reply guesses from its context a step (0: off)."),
-    ] = None,
-    dtype: Annotated[str | None, typer.Option(help="vLLM: 'float32', 'bfloat16' or 'auto'.")] = None,
-    tensor_parallel_size: Annotated[
-        int | None, typer.Option(help="vLLM: GPUs to shard the model over.")
-    ] = None,
-    gpu_memory_utilization: Annotated[
-        float | None, typer.Option(help="vLLM: share of GPU memory to use.")
-    ] = None,
-    max_model_len: Annotated[int | None, typer.Option(help="vLLM: context length to serve.")] = None,
     lora: Annotated[
         list[str] | None, typer.Option(help="vLLM: a LoRA adapter as NAME=DIR; repeatable.")
     ] = None,
+    **options: Any,
 ) -> None:
     """Serve the model and the agent profiles behind an OpenAI-compatible API."""
-    from pydantic import ValidationError
-
     from agentlm.serve.app import run
     from agentlm.serve.engines import EngineError, ModelNotFoundError
-    from agentlm.serve.settings import ServeSettings
 
     adapters = {}
     for item in lora or []:
@@ -91,33 +73,12 @@ def serve(
         if not sep or not name or not path:
             _fail(f"--lora expects NAME=DIR, got {item!r}")
         adapters[name] = path
-
-    overrides = {
-        "model": model,
-        "host": host,
-        "port": port,
-        "engine": engine,
-        "remote_url": remote_url,
-        "remote_api_key": remote_api_key,
-        "served_model_name": served_model_name,
-        "api_key": api_key,
-        "store": store,
-        "max_batch_size": max_batch_size,
-        "context_tokens": context_tokens,
-        "prompt_lookup": prompt_lookup,
-        "dtype": dtype,
-        "tensor_parallel_size": tensor_parallel_size,
-        "gpu_memory_utilization": gpu_memory_utilization,
-        "max_model_len": max_model_len,
-        "lora_adapters": adapters or None,
-    }
+    if adapters:
+        options["lora_adapters"] = adapters
     try:
-        settings = ServeSettings(**{k: v for k, v in overrides.items() if v is not None})
+        settings = ServeSettings(**options)
     except ValidationError as e:
-        problems = [
-            "--" + "-".join(map(str, err["loc"])).replace("_", "-") + ": " + err["msg"] for err in e.errors()
-        ]
-        _fail("invalid settings: " + "; ".join(problems))
+        _fail("invalid settings: " + invalid(e))
     try:
         run(settings)
     except (ModelNotFoundError, EngineError) as e:
@@ -132,7 +93,7 @@ def _ui_script() -> Path:
 def ui(
     port: Annotated[int, typer.Option(help="Port for the Streamlit app.")] = 8501,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    api_url: Annotated[str, typer.Option(help="The AgentLM API the app talks to.")] = DEFAULT_API,
+    api_url: Annotated[str, typer.Option(help="The AgentLM API the app talks to.")] = DEFAULT_API_URL,
 ) -> None:
     """Run the Streamlit assistant (it talks to the API over HTTP only)."""
     sys.exit(subprocess.call(_ui_command(host, port), env=_ui_env(api_url)))
@@ -193,7 +154,7 @@ def chat(
     profile: Annotated[
         str, typer.Option(help="Agent profile to talk to, or a base model id for plain chat.")
     ] = "hr-assistant",
-    api_url: Annotated[str, typer.Option(help="The AgentLM API.")] = DEFAULT_API,
+    api_url: Annotated[str, typer.Option(help="The AgentLM API.")] = DEFAULT_API_URL,
     api_key: Annotated[str, typer.Option(envvar="AGENTLM_API_KEY", help="Bearer key.")] = "EMPTY",
 ) -> None:
     """Chat in the terminal with an agent (steps shown as they happen) or the raw model.

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from agentlm.agent.models import GenerationParams
 from agentlm.agent.profiles import ConversationError, Profile, split_conversation
 from agentlm.agent.trajectory import Feedback, Step, Trajectory, new_trajectory_id
+from agentlm.api import AGENT_OWNER
 from agentlm.serve.agents import agent_response, run_agent, stream_agent
 from agentlm.serve.engines import (
     Engine,
@@ -69,7 +70,6 @@ from agentlm.serve.store import TrajectoryStore
 
 log = logging.getLogger(__name__)
 
-AGENT_OWNER = "agentlm-agent"  # ModelCard.owned_by of agent profiles
 RETRY_AFTER_SECONDS = 1  # the Retry-After of a 429: a queue slot frees when any reply finishes
 
 

@@ -9,7 +9,6 @@ saved with the tokenizer, the stop tokens in its generation config, and a model 
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,7 +77,7 @@ def model_card(
     world_size: int,
 ) -> str:
     """The checkpoint's README.md: base model, data, mix and hyperparameters of the run."""
-    hyper = {k: v for k, v in asdict(cfg).items() if k not in {"data", "output_dir", "mix_report"}}
+    hyper = cfg.model_dump(exclude={"data", "output_dir", "mix_report"})
     mix = (
         Path(cfg.mix_report).read_text().strip() if cfg.mix_report and Path(cfg.mix_report).is_file() else ""
     )

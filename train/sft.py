@@ -13,7 +13,6 @@ resume state and the final checkpoint in train/checkpoints.py.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -21,16 +20,18 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentlm.data.formats import read_jsonl
 from agentlm.data.masks import IGNORE_INDEX, TokenizedExample, tokenize_conversation
 from agentlm.data.templates import get_template
+from agentlm.options import invoke, options_from
 from agentlm.processes import free_port
 from agentlm.train.batches import micro_batch_stream, units_per_epoch
 from agentlm.train.checkpoints import model_card, save_pretrained, save_resume_state
@@ -43,57 +44,86 @@ class ConfigError(ValueError):
     """A training config that cannot work; the message says which value and why."""
 
 
-@dataclass
-class SFTConfig:
-    base_model: str = ""
-    data: list[str] = field(default_factory=list)
-    output_dir: str = ""
-    preset: str = ""
-    template: str = "llama-2"  # the chat format the checkpoint is trained and served with
-    honour_loss_flag: bool = True  # False trains on every assistant turn, as FastChat does
-    # Lay conversations end to end in rows of max_seq_len tokens (exact boundaries: restarted
-    # positions, block-diagonal attention) instead of padding each; batch_size then counts rows.
-    pack: bool = False
-    # Group conversations that open with the same untrained tokens (an agent profile's instruction,
-    # schema and 1-shot) and run each group's opening once per micro batch (train/prefix.py).
-    # Conversations that share no opening are padded (or packed, with `pack`) as usual.
-    share_prefixes: bool = False
-    # LoRA (peft): rank 0 trains every weight; > 0 trains low-rank adapters on `lora_targets`,
-    # merged into the weights on save, so the checkpoint is a plain one either way.
-    lora_rank: int = 0
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    # Also write the adapter alone (PEFT format) to <output_dir>/adapter: a small delta to ship.
-    save_adapter: bool = False
-    # Continue training this PEFT adapter (a directory with adapter_config.json) instead of new
-    # LoRA weights: its rank, alpha and targets are the adapter's own, so the delta stays one size.
-    init_adapter: str | None = None
-    # Freeze the input embedding (and the output layer when tied to it, as in Gemma): for a small
-    # model with a large vocabulary most weights are there, and adapting the transformer body is
-    # enough to learn a format. Saves their gradients and optimizer state.
-    freeze_embeddings: bool = False
-    # "auto": FlashAttention 2 on a GPU where the flash-attn package is installed (packed rows then
-    # take its variable-length kernel), else PyTorch's sdpa. Any transformers name is accepted.
-    attn_implementation: str = "auto"
-    max_seq_len: int = 2048  # longer conversations are dropped and counted, never cut mid-turn
-    epochs: float = 3.0
-    max_steps: int = 0  # optimizer steps; 0 means derive from epochs
-    batch_size: int = 4  # micro batch per rank
-    grad_accum: int = 1
-    lr: float = 2e-5
-    warmup_ratio: float = 0.02
-    weight_decay: float = 0.0
-    seed: int = 0
-    log_every: int = 10
-    # Save DeepSpeed state (weights, optimizer, scheduler, step) every N optimizer steps under
-    # <output_dir>/resume; a run started again with the same output_dir continues from there.
-    checkpoint_every: int = 0
-    deepspeed: str = "ds_zero2.json"  # in train/configs/, or a path
-    eta: float | None = None  # recorded in the model card
-    mix_report: str = ""  # a file whose text goes into the model card
+class SFTConfig(BaseModel):
+    """A training run: a preset (train/configs/NAME.yaml) with overrides on top. Each field is a
+    `--set key=value` and, for those in ``COMMAND_LINE``, an option of `python -m agentlm.train.sft`."""
 
-    def validate(self) -> None:
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    base_model: str = Field(default="", description="The checkpoint to start from: a directory or a hub id.")
+    data: list[str] = Field(default_factory=list, description="JSONL conversation files (repeat the option).")
+    output_dir: str = Field(default="", description="Where the checkpoint is written.")
+    preset: str = Field(default="", description="The preset's name (set from --config).")
+    template: str = Field(
+        default="llama-2", description="The chat format the checkpoint is trained and served with."
+    )
+    honour_loss_flag: bool = Field(
+        default=True, description="False trains on every assistant turn, as FastChat does."
+    )
+    pack: bool = Field(
+        default=False,
+        description="Lay conversations end to end in rows of max_seq_len tokens (exact boundaries: "
+        "restarted positions, block-diagonal attention) instead of padding each; batch_size then counts rows.",
+    )
+    share_prefixes: bool = Field(
+        default=False,
+        description="Group conversations that open with the same untrained tokens (an agent profile's "
+        "instruction, schema and 1-shot) and run each group's opening once per micro batch (train/prefix.py).",
+    )
+    lora_rank: int = Field(
+        default=0,
+        ge=0,
+        description="0 trains every weight; > 0 trains LoRA adapters on lora_targets, merged into the "
+        "weights on save, so the checkpoint is a plain one either way.",
+    )
+    lora_alpha: int = Field(default=16, ge=1)
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
+    lora_targets: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    save_adapter: bool = Field(
+        default=False, description="Also write the adapter alone (PEFT format) to <output_dir>/adapter."
+    )
+    init_adapter: str | None = Field(
+        default=None,
+        description="Continue training this PEFT adapter instead of new LoRA weights (its rank, "
+        "alpha and targets are its own, so the delta stays one size).",
+    )
+    freeze_embeddings: bool = Field(
+        default=False,
+        description="Freeze the input embedding (and the output layer tied to it): for a small model "
+        "with a large vocabulary most weights are there, and the body is enough to learn a format.",
+    )
+    attn_implementation: str = Field(
+        default="auto",
+        description="'auto': FlashAttention 2 on a GPU with flash-attn installed, else PyTorch's sdpa; "
+        "any transformers name is accepted.",
+    )
+    max_seq_len: int = Field(
+        default=2048, ge=1, description="Longer conversations are dropped and counted, never cut mid-turn."
+    )
+    epochs: float = Field(default=3.0, ge=0)
+    max_steps: int = Field(default=0, ge=0, description="Optimizer steps; 0: derived from epochs.")
+    batch_size: int = Field(default=4, ge=1, description="Micro batch per rank.")
+    grad_accum: int = Field(default=1, ge=1)
+    lr: float = Field(default=2e-5, gt=0, description="Peak learning rate.")
+    warmup_ratio: float = Field(default=0.02, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    seed: int = Field(default=0, description="Seeds the data order and the new weights.")
+    log_every: int = Field(default=10, ge=1)
+    checkpoint_every: int = Field(
+        default=0,
+        ge=0,
+        description="Save DeepSpeed state every N optimizer steps under <output_dir>/resume (0: "
+        "never); a run started again with the same output_dir continues from there.",
+    )
+    deepspeed: str = Field(
+        default="ds_zero2.json", description="A DeepSpeed config in train/configs/, or a path."
+    )
+    eta: float | None = Field(default=None, description="The mix's agent share, recorded in the model card.")
+    mix_report: str = Field(default="", description="A file whose text goes into the model card.")
+
+    def require_inputs(self) -> None:
+        """What a run needs beyond a preset: a base, an output, data that exists, and settings
+        that agree with each other."""
         if not self.base_model:
             raise ConfigError("base_model is required: a checkpoint directory or a hub id")
         if not self.output_dir:
@@ -104,19 +134,8 @@ class SFTConfig:
             if not Path(path).is_file():
                 raise ConfigError(f"data file {path} does not exist")
         get_template(self.template)
-        for name in ("max_seq_len", "batch_size", "grad_accum", "log_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be positive, got {self.lr}")
-        if self.checkpoint_every < 0:
-            raise ConfigError(
-                f"checkpoint_every must be >= 0 (0: no resume checkpoints), got {self.checkpoint_every}"
-            )
-        if self.lora_rank < 0 or (self.lora_rank and not self.lora_targets):
-            raise ConfigError("lora_rank must be >= 0 (0: full fine-tuning), with lora_targets when > 0")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.lora_rank and not self.lora_targets:
+            raise ConfigError("lora_rank > 0 needs lora_targets")
         if self.max_steps <= 0 and self.epochs <= 0:
             raise ConfigError("set max_steps or epochs to a positive number")
         if self.init_adapter and not (Path(self.init_adapter) / "adapter_config.json").is_file():
@@ -141,25 +160,22 @@ def load_config(path: str | None, overrides: dict[str, Any]) -> SFTConfig:
         values = yaml.safe_load(preset.read_text()) or {}
         values.setdefault("preset", preset.stem)
     values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in fields(SFTConfig)}
-    unknown = set(values) - known
+    unknown = set(values) - set(SFTConfig.model_fields)
     if unknown:
-        raise ConfigError(f"unknown config keys {sorted(unknown)}; known: {sorted(known)}")
-    numeric = {
-        f.name: {"float": float, "int": int}[f.type] for f in fields(SFTConfig) if f.type in ("float", "int")
-    }
-    for key, cast in numeric.items():
-        if isinstance(values.get(key), str):  # YAML reads 1.5e-3 (no dot) as a string
-            try:
-                values[key] = cast(values[key])
-            except ValueError:
-                raise ConfigError(f"{key} must be a number, got {values[key]!r}") from None
-    return SFTConfig(**values)
+        raise ConfigError(f"unknown config keys {sorted(unknown)}; known: {sorted(SFTConfig.model_fields)}")
+    try:
+        return SFTConfig(**values)  # YAML reads 1.5e-3 (no dot) as a string: pydantic reads it as a number
+    except ValidationError as e:
+        raise ConfigError(
+            "; ".join(
+                f"{'.'.join(map(str, err['loc']))}: {err['msg']} (got {err['input']!r})" for err in e.errors()
+            )
+        ) from None
 
 
 class SFTRecipe:
     def __init__(self, cfg: SFTConfig):
-        cfg.validate()
+        cfg.require_inputs()
         self.cfg = cfg
         self.template = get_template(cfg.template)
         self.dropped_too_long = 0
@@ -404,34 +420,25 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--config", help="preset name (train/configs/NAME.yaml) or a YAML file")
-    parser.add_argument("--data", nargs="+", help="JSONL conversation files")
-    parser.add_argument("--base-model")
-    parser.add_argument("--output-dir")
-    parser.add_argument("--eta", type=float)
-    parser.add_argument("--mix-report")
-    parser.add_argument("--max-steps", type=int)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override any config value")
-    parser.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)  # passed by the deepspeed launcher
-    args = parser.parse_args(argv)
+# The settings `python -m agentlm.train.sft` takes as options (every other one: --set key=value).
+COMMAND_LINE = ("data", "base_model", "output_dir", "eta", "mix_report", "max_steps", "epochs", "lr", "seed")
+
+
+@options_from(SFTConfig, COMMAND_LINE)
+def run(
+    config: Annotated[
+        str | None, typer.Option(help="A preset (train/configs/NAME.yaml) or a YAML file.")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Any setting as KEY=VALUE (a YAML value); repeatable.")
+    ] = None,
+    local_rank: Annotated[int | None, typer.Option("--local_rank", hidden=True)] = None,  # the launcher's
+    **options: Any,
+) -> None:
+    """Fine-tune on conversations (loss on the model's own turns) and write a Hugging Face checkpoint."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    overrides = {
-        "data": args.data,
-        "base_model": args.base_model,
-        "output_dir": args.output_dir,
-        "eta": args.eta,
-        "mix_report": args.mix_report,
-        "max_steps": args.max_steps,
-        "seed": args.seed,
-        **_parse_set(args.set),
-    }
     try:
-        recipe = SFTRecipe(load_config(args.config, overrides))
+        recipe = SFTRecipe(load_config(config, {**options, **_parse_set(set_ or [])}))
     except ConfigError as e:
         raise SystemExit(f"agentlm train: {e}") from None
     recipe.setup()
@@ -441,6 +448,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"final_loss={final:.4f}", flush=True)
     finally:
         recipe.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    invoke(run, argv, "python -m agentlm.train.sft")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from typing import Any
 
 import streamlit as st
 
+from agentlm.api import DEFAULT_API_URL
 from agentlm.ui.client import AgentLMClient, APIUnavailableError, ModelInfo
 
 # Friendlier names for the bundled profiles.
@@ -128,7 +129,7 @@ def main() -> None:
     st.set_page_config(page_title="AgentLM assistant", page_icon="🤖")
     with st.sidebar:
         st.header("AgentLM")
-        api_url = st.text_input("API URL", os.environ.get("AGENTLM_API_URL", "http://127.0.0.1:8000/v1"))
+        api_url = st.text_input("API URL", os.environ.get("AGENTLM_API_URL", DEFAULT_API_URL))
         api_key = st.text_input("API key", os.environ.get("AGENTLM_API_KEY", ""), type="password")
     client = AgentLMClient(api_url, api_key or None)
     try:

@@ -16,8 +16,7 @@ from typing import Any
 import httpx
 import openai
 
-DEFAULT_API_URL = "http://127.0.0.1:8000/v1"
-AGENT_OWNER = "agentlm-agent"  # `owned_by` of the model ids that are agent profiles
+from agentlm.api import AGENT_OWNER, DEFAULT_API_URL
 
 
 class APIUnavailableError(RuntimeError):

@@ -142,10 +142,10 @@ def test_packed_rows_train_exactly_like_padded_conversations(setup, tmp_path):
     [
         ({"base_model": ""}, "base_model is required"),
         ({"data": ["/nope.jsonl"]}, "does not exist"),
-        ({"lr": 0}, "lr must be positive"),
+        ({"lr": 0}, "lr: Input should be greater than 0"),
         ({"template": "chatml"}, "unknown chat template"),
-        ({"batch_size": 0}, "batch_size must be at least 1"),
-        ({"warmup_ratio": 1.5}, "warmup_ratio must be in"),
+        ({"batch_size": 0}, "batch_size: Input should be greater than or equal to 1"),
+        ({"warmup_ratio": 1.5}, r"warmup_ratio: Input should be less than 1 \(got 1.5\)"),
         ({"max_steps": 0, "epochs": 0}, "set max_steps or epochs"),
     ],
 )
@@ -315,7 +315,10 @@ def test_numbers_written_as_yaml_strings_are_read_as_numbers():
         "tiny", {"base_model": "x", "output_dir": "y", "data": [__file__], "lr": "1.5e-3", "epochs": "2"}
     )
     assert cfg.lr == 1.5e-3 and cfg.epochs == 2
-    with pytest.raises(ConfigError, match="lr must be a number, got 'fast'"):
+    with pytest.raises(
+        ConfigError,
+        match="lr: Input should be a valid number, unable to parse string as a number \\(got 'fast'\\)",
+    ):
         load_config("tiny", {"base_model": "x", "output_dir": "y", "data": [__file__], "lr": "fast"})
 
 
