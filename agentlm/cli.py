@@ -287,7 +287,8 @@ def data_hr_db(
     typer.echo(f"wrote {path}")
 
 
-# Subcommands that are a module's own command line (argparse), passed through untouched.
+# Subcommands that are a module's own command line (its main(argv), made from its settings model
+# by agentlm/options.py), passed through untouched.
 FORWARD = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticUndefined
 
 Command = TypeVar("Command", bound=Callable[..., Any])
+Settings = TypeVar("Settings", bound=BaseModel)
 _SCALARS = (str, int, float, bool, Path)
 
 
@@ -52,6 +53,8 @@ def _option(model: type[BaseModel], name: str) -> inspect.Parameter:
     field = model.model_fields[name]
     kind, choices = option_type(field.annotation)
     help_text = field.description or ""
+    if field.is_required():
+        help_text = "Required. " + help_text
     if choices:
         help_text += f" One of: {', '.join(choices)}."
     if field.default not in (PydanticUndefined, None, "") and not isinstance(field.default, list | dict):
@@ -79,6 +82,16 @@ def option_type(annotation: Any) -> tuple[Any, list[str]]:
     if annotation in _SCALARS:
         return annotation, []
     raise TypeError(f"a setting of type {annotation!r} has no command-line option; leave it out")
+
+
+def settings_of(model: type[Settings], options: dict[str, Any], prog: str) -> Settings:
+    """`model` made from the options given, or, when they do not fit it, the problems named by
+    option on stderr and exit status 2 (a usage error, as typer's own checks exit)."""
+    try:
+        return model(**options)
+    except ValidationError as e:
+        typer.echo(f"{prog}: {invalid(e)}", err=True)
+        raise typer.Exit(2) from None
 
 
 def invalid(error: ValidationError) -> str:

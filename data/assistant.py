@@ -26,11 +26,13 @@ decontaminated against the evaluation sets.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import tempfile
 from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from agentlm.agent.profiles import Profile, history_messages, load_profile
 from agentlm.agent.tools.sql import SQLTool
@@ -41,6 +43,7 @@ from agentlm.data.assistant_turns import run_task
 from agentlm.data.decontaminate import EvalIndex, eval_task_texts
 from agentlm.data.formats import Conversation, Turn, context_turns, write_jsonl
 from agentlm.data.worlds import World, build_world
+from agentlm.options import invoke, options_from, settings_of
 
 PROFILES = ("hr-assistant", "scheduling-assistant")
 
@@ -161,44 +164,57 @@ def generate_bank(
     return banks
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="agentlm data assistant", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--out", required=True, type=Path, help="conversations (JSONL); with --bank, a folder"
+class AssistantSettings(BaseModel):
+    """`agentlm data assistant`: conversations, or with ``bank`` exemplar banks, over generated companies."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    out: Path = Field(description="Conversations (JSONL); with --bank, a folder.")
+    worlds: int = Field(default=8, ge=0, description="Generated companies (none is the shipped sample).")
+    per_world: int = Field(default=60, ge=0, description="Conversations drawn over each company.")
+    seed: int = Field(
+        default=0,
+        description="Seeds the companies and the draws; --bank ignores it (banks have companies of "
+        "their own).",
     )
-    parser.add_argument(
-        "--worlds", type=int, default=8, help="generated companies (none is the shipped sample)"
-    )
-    parser.add_argument("--per-world", type=int, default=60)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--one-shot",
-        choices=("nearest", "fixed"),
+    one_shot: Literal["nearest", "fixed"] = Field(
         default="nearest",
-        help="the worked example each conversation shows: the nearest in the profile's bank (as served), "
-        "or the profile's fixed one (shared by all, so training shares its computation)",
+        description="The worked example each conversation shows: the nearest in the profile's bank (as "
+        "served), or the profile's fixed one (shared by all, so training shares its computation).",
     )
-    parser.add_argument(
-        "--bank",
-        action="store_true",
-        help="write each profile's exemplar bank (<profile>.exemplars.jsonl) into --out instead",
+    bank: bool = Field(
+        default=False,
+        description="Write each profile's exemplar bank (<profile>.exemplars.jsonl) into --out instead.",
     )
-    parser.add_argument(
-        "--eval", nargs="*", default=[], help="with --bank: evaluation task files no example may overlap"
+    eval: list[Path] = Field(
+        default_factory=list, description="With --bank: evaluation task files no example may overlap."
     )
-    args = parser.parse_args(argv)
+
+
+@options_from(AssistantSettings, list(AssistantSettings.model_fields))
+def run(**options: Any) -> None:
+    """Training conversations for the HR and scheduling assistants, over generated companies."""
+    settings = settings_of(AssistantSettings, options, "agentlm data assistant")
+    out = settings.out
     with tempfile.TemporaryDirectory() as tmp:
-        if args.bank:
-            args.out.mkdir(parents=True, exist_ok=True)
-            evals = EvalIndex([t for path in args.eval for t in eval_task_texts(path)])
-            for profile, records in generate_bank(args.worlds, args.per_world, Path(tmp), evals).items():
-                path = args.out / f"{profile}.exemplars.jsonl"
+        if settings.bank:
+            out.mkdir(parents=True, exist_ok=True)
+            evals = EvalIndex([t for path in settings.eval for t in eval_task_texts(path)])
+            banks = generate_bank(settings.worlds, settings.per_world, Path(tmp), evals)
+            for profile, records in banks.items():
+                path = out / f"{profile}.exemplars.jsonl"
                 path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
                 print(f"wrote {len(records)} worked examples to {path}")
             return
-        conversations = generate(args.worlds, args.per_world, args.seed, Path(tmp), one_shot=args.one_shot)
-    n = write_jsonl(args.out, conversations)
-    print(f"wrote {n} assistant conversations to {args.out}")
+        conversations = generate(
+            settings.worlds, settings.per_world, settings.seed, Path(tmp), one_shot=settings.one_shot
+        )
+    n = write_jsonl(out, conversations)
+    print(f"wrote {n} assistant conversations to {out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    invoke(run, argv, "agentlm data assistant")
 
 
 if __name__ == "__main__":

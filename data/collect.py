@@ -18,7 +18,6 @@ reward filter; tasks without a reference action (OS tasks that ship only their a
 
 from __future__ import annotations
 
-import argparse
 import ast
 import json
 import logging
@@ -28,7 +27,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from agentlm.agent.actions import answer_reply, bash_reply, operation_reply
 from agentlm.agent.envs import environment_for
@@ -37,6 +39,7 @@ from agentlm.agent.loop import Agent, AgentConfig
 from agentlm.agent.models import ChatModel, Completion, GenerationParams, OpenAIChatModel
 from agentlm.agent.trajectory import ChatMessage, Trajectory
 from agentlm.data.formats import DataFormatError, conversation_from_trajectory
+from agentlm.options import invoke, options_from, settings_of
 
 log = logging.getLogger(__name__)
 
@@ -248,43 +251,68 @@ def run_parallel(fn: Callable[[Any], Any], items: list[Any], workers: int, progr
         bar.close()
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="agentlm data collect", description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", required=True, help="AgentBench DB (JSONL) or OS (JSON) task file")
-    parser.add_argument("--out", required=True, help="AgentInstruct-format JSONL to append to")
-    parser.add_argument("--env", choices=["db", "os"], help="default: from the task file")
-    parser.add_argument(
-        "--scripts", type=Path, help="OS tasks: AgentBench's scripts folder (default: beside the file)"
-    )
-    parser.add_argument("--teacher", default="scripted", help="'scripted', or a model id at --base-url")
-    parser.add_argument("--base-url", help="the teacher's OpenAI-compatible endpoint")
-    parser.add_argument("--api-key", default="EMPTY")
-    parser.add_argument("--attempts", type=int, default=3)
-    parser.add_argument("--threshold", type=float, default=1.0)
-    parser.add_argument("--workers", type=int, default=1)
-    args = parser.parse_args(argv)
+PROG = "agentlm data collect"
 
-    if args.teacher != "scripted" and not args.base_url:
-        parser.error("a model teacher needs --base-url (its OpenAI-compatible endpoint)")
-    environment = environment_for(args.tasks, args.env, args.scripts)
-    tasks = environment.load(args.tasks)
+
+class CollectSettings(BaseModel):
+    """What `agentlm data collect` takes: one field an option."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tasks: str = Field(description="AgentBench DB (JSONL) or OS (JSON) task file.")
+    out: str = Field(description="AgentInstruct-format JSONL to append to.")
+    env: Literal["db", "os"] | None = Field(
+        default=None, description="The task environment (default: from the task file)."
+    )
+    scripts: Path | None = Field(
+        default=None, description="OS tasks: AgentBench's scripts folder (default: beside the file)."
+    )
+    teacher: str = Field(default="scripted", description="'scripted', or a model id at --base-url.")
+    base_url: str | None = Field(
+        default=None, validate_default=True, description="The teacher's OpenAI-compatible endpoint."
+    )
+    api_key: str = Field(default="EMPTY", description="The teacher endpoint's API key.")
+    attempts: int = Field(default=3, ge=1, description="Runs of a task until one reaches --threshold.")
+    threshold: float = Field(default=1.0, ge=0, le=1, description="The reward (0 to 1) a kept run reaches.")
+    workers: int = Field(default=1, ge=1, description="Tasks run at once, in threads.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _teacher_has_an_endpoint(cls, base_url: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("teacher", "scripted") != "scripted" and not base_url:
+            raise PydanticCustomError(
+                "needs_base_url", "a model teacher needs --base-url (its OpenAI-compatible endpoint)"
+            )
+        return base_url
+
+
+@options_from(CollectSettings, CollectSettings.model_fields)
+def run(**options: Any) -> None:
+    """Trajectory collection with a teacher over task environments, as AgentTuning built AgentInstruct."""
+    settings = settings_of(CollectSettings, options, PROG)
+    environment = environment_for(settings.tasks, settings.env, settings.scripts)
+    tasks = environment.load(settings.tasks)
     factory = (
         scripted_teacher
-        if args.teacher == "scripted"
-        else endpoint_teacher(args.teacher, args.base_url, args.api_key)
+        if settings.teacher == "scripted"
+        else endpoint_teacher(settings.teacher, settings.base_url or "", settings.api_key)
     )
     report = collect(
         environment,
         tasks,
-        args.out,
+        settings.out,
         factory,
-        attempts=args.attempts,
-        threshold=args.threshold,
-        workers=args.workers,
-        source=f"collect/{environment.name}/{args.teacher}",
+        attempts=settings.attempts,
+        threshold=settings.threshold,
+        workers=settings.workers,
+        source=f"collect/{environment.name}/{settings.teacher}",
     )
     for line in report.lines():
         print(line)
+
+
+def main(argv: list[str] | None = None) -> None:
+    invoke(run, argv, PROG)
 
 
 if __name__ == "__main__":

@@ -16,16 +16,18 @@ Domains are split so evaluation can be held out: ``TRAIN_DOMAINS`` for training 
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from agentlm.agent.envs.base import EnvTask
 from agentlm.agent.envs.db import MODIFICATIONS, DBEnvironment
 from agentlm.agent.tools.sql import SQLError
+from agentlm.options import invoke, options_from, settings_of
 
 
 @dataclass(frozen=True)
@@ -216,17 +218,37 @@ def label_and_verify(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]
     return kept, len(records) - len(kept)
 
 
+class DBGenSettings(BaseModel):
+    """`agentlm data dbgen`: which domains, how many tasks, from which seed, written where."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    domains: Literal["heldout", "train"] = Field(  # the keys of DOMAINS
+        default="train",
+        description="'train': the training domains; 'heldout': another subject with unseen column names, "
+        "for held-out evaluation.",
+    )
+    tasks: int = Field(
+        default=100, ge=0, description="Tasks to draw; those whose gold SQL fails its evaluation are dropped."
+    )
+    seed: int = Field(default=0, description="Seeds the tables and questions (and the tasks' ids).")
+    out: Path = Field(description="Where the verified tasks go (dbbench JSONL).")
+
+
+@options_from(DBGenSettings, list(DBGenSettings.model_fields))
+def run(**options: Any) -> None:
+    """Instruction construction for the database task, offline: new dbbench-format tasks from tables."""
+    settings = settings_of(DBGenSettings, options, "agentlm data dbgen")
+    records, dropped = label_and_verify(generate(DOMAINS[settings.domains], settings.tasks, settings.seed))
+    settings.out.parent.mkdir(parents=True, exist_ok=True)
+    settings.out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    print(
+        f"wrote {len(records)} verified tasks to {settings.out} ({dropped} dropped: their reference failed)"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="agentlm data dbgen", description=__doc__.splitlines()[0])
-    parser.add_argument("--domains", choices=sorted(DOMAINS), default="train")
-    parser.add_argument("--tasks", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", required=True, type=Path)
-    args = parser.parse_args(argv)
-    records, dropped = label_and_verify(generate(DOMAINS[args.domains], args.tasks, args.seed))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    print(f"wrote {len(records)} verified tasks to {args.out} ({dropped} dropped: their reference failed)")
+    invoke(run, argv, "agentlm data dbgen")
 
 
 if __name__ == "__main__":

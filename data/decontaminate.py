@@ -11,13 +11,17 @@ evaluation task. Text is compared lower-cased with punctuation removed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel, ConfigDict, Field
 
 from agentlm.data.formats import Conversation, read_jsonl, write_jsonl
+from agentlm.options import invoke, options_from, settings_of
 
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -109,20 +113,45 @@ def decontaminate(
     return kept, report
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="agentlm data decontaminate", description=__doc__.splitlines()[0])
-    parser.add_argument("--train", required=True, help="training conversations (AgentInstruct JSONL)")
-    parser.add_argument("--eval", required=True, nargs="+", help="evaluation task files")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("-n", type=int, default=13, help="n-gram length in words (default 13)")
-    args = parser.parse_args(argv)
-    texts = [t for path in args.eval for t in eval_task_texts(path)]
-    kept, report = decontaminate(read_jsonl(args.train), texts, args.n)
-    write_jsonl(args.out, kept)
+PROG = "agentlm data decontaminate"
+
+
+class DecontaminateSettings(BaseModel):
+    """What `agentlm data decontaminate` takes: one field an option."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    train: str = Field(description="Training conversations (AgentInstruct JSONL).")
+    eval: list[str] = Field(min_length=1, description="Evaluation task files (several after one --eval).")
+    out: str = Field(description="Where the kept training conversations are written (JSONL).")
+    n: int = Field(default=13, ge=1, description="N-gram length in words.")
+
+
+_N = DecontaminateSettings.model_fields["n"]
+
+
+@options_from(DecontaminateSettings, ("train", "eval", "out"))
+def run(
+    # An own parameter, to keep the short -n it always had: options_from gives a field its --name only.
+    n: Annotated[
+        int | None,
+        typer.Option("-n", "--n", help=f"{_N.description} (default: {_N.default})", show_default=False),
+    ] = None,
+    **options: Any,
+) -> None:
+    """Drop training examples whose task overlaps an evaluation task."""
+    settings = settings_of(DecontaminateSettings, {**options, **({} if n is None else {"n": n})}, PROG)
+    texts = [t for path in settings.eval for t in eval_task_texts(path)]
+    kept, report = decontaminate(read_jsonl(settings.train), texts, settings.n)
+    write_jsonl(settings.out, kept)
     for line in report.lines():
         print(line)
     for conv_id, hit in sorted(report.dropped.items()):
         print(f"  {conv_id}: {hit!r}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    invoke(run, argv, PROG)
 
 
 if __name__ == "__main__":

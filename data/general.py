@@ -18,15 +18,18 @@ For scale: the released AgentLM mixture used 57,096 GPT-3.5 and 3,670 GPT-4 Shar
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from agentlm.data.formats import Conversation, DataFormatError, Turn, write_jsonl
+from agentlm.options import invoke, options_from, settings_of
 
 # Role spellings in ShareGPT dumps and their derivatives.
 SHAREGPT_ROLES = {
@@ -188,35 +191,53 @@ def sample_sources(
     return chosen
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="agentlm data general", description=__doc__.splitlines()[0])
-    parser.add_argument("--gpt4", required=True, help="ShareGPT file of GPT-4-sourced conversations")
-    parser.add_argument("--gpt35", required=True, help="ShareGPT file of GPT-3.5-sourced conversations")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--ratio", default="1:4", help="GPT-4 : GPT-3.5 (default 1:4, as the paper)")
-    parser.add_argument("--max-tokens", type=int, default=4096)
-    parser.add_argument(
-        "--tokenizer", help="a tokenizer directory to count tokens (default: ~4 characters a token)"
+class GeneralSettings(BaseModel):
+    """What `agentlm data general` reads, how it cuts and samples, and where it writes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gpt4: Path = Field(description="ShareGPT file of GPT-4-sourced conversations.")
+    gpt35: Path = Field(description="ShareGPT file of GPT-3.5-sourced conversations.")
+    out: str = Field(description="The prepared conversations' JSONL file.")  # printed as given
+    ratio: str = Field(
+        default="1:4",
+        pattern=r"^[1-9][0-9]*:[1-9][0-9]*$",
+        description="GPT-4 : GPT-3.5, two positive whole numbers (1:4 as the paper).",
     )
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    max_tokens: int = Field(
+        default=4096, ge=1, description="Longer conversations are split between exchanges."
+    )
+    tokenizer: str | None = Field(
+        default=None, description="A tokenizer directory to count tokens (default: ~4 characters a token)."
+    )
+    seed: int = Field(default=0, description="Seeds the sampling of both sources.")
+
+
+@options_from(GeneralSettings, GeneralSettings.model_fields)
+def run(**options: Any) -> None:
+    """Prepare general chat: English, clean, split at turns, GPT-4:GPT-3.5 at 1:4."""
+    settings = settings_of(GeneralSettings, options, "agentlm data general")
 
     count: Callable[[str], int] = lambda text: len(text) // 4 + 1  # noqa: E731
-    if args.tokenizer:
+    if settings.tokenizer:
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(args.tokenizer)
+        tok = AutoTokenizer.from_pretrained(settings.tokenizer)
         count = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])  # noqa: E731
-    a, _, b = args.ratio.partition(":")
+    a, _, b = settings.ratio.partition(":")
     prepared = {}
-    for name, path in (("gpt4", args.gpt4), ("gpt35", args.gpt35)):
+    for name, path in (("gpt4", settings.gpt4), ("gpt35", settings.gpt35)):
         report = PrepareReport()
         convs = load_sharegpt(path, report)
-        prepared[name], report = prepare(convs, args.max_tokens, count, report=report)
+        prepared[name], report = prepare(convs, settings.max_tokens, count, report=report)
         print(f"{name}: " + report.lines()[0])
-    mixed = sample_sources(prepared["gpt4"], prepared["gpt35"], (int(a), int(b)), args.seed)
-    n = write_jsonl(args.out, mixed)
-    print(f"wrote {n} conversations to {args.out} (GPT-4 : GPT-3.5 = {args.ratio})")
+    mixed = sample_sources(prepared["gpt4"], prepared["gpt35"], (int(a), int(b)), settings.seed)
+    n = write_jsonl(settings.out, mixed)
+    print(f"wrote {n} conversations to {settings.out} (GPT-4 : GPT-3.5 = {settings.ratio})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    invoke(run, argv, "agentlm data general")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ to ``--out`` (JSONL; the environments load it as it is); tasks already there cou
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import logging
@@ -37,9 +36,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, StrictFloat, StrictInt, StrictStr, ValidationError, model_validator
+import typer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from agentlm.agent.envs.base import Environment, EnvTask, TaskFileError
 from agentlm.agent.envs.db import MODIFICATIONS, DBEnvironment
@@ -49,6 +61,7 @@ from agentlm.agent.tools.sql import SQLError
 from agentlm.data.collect import collected_ids, run_parallel
 from agentlm.data.dbgen import KINDS, label_and_verify
 from agentlm.data.formats import DataFormatError
+from agentlm.options import invoke, options_from, settings_of
 
 log = logging.getLogger(__name__)
 
@@ -443,45 +456,66 @@ def construct(
     return report
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="agentlm data instruct", description=__doc__.splitlines()[0])
-    parser.add_argument("--env", required=True, choices=sorted(FAMILIES))
-    parser.add_argument("--n", type=int, default=50, help="tasks to propose (those already in --out count)")
-    parser.add_argument("--out", required=True, type=Path, help="JSONL task file to append kept tasks to")
-    parser.add_argument("--model", required=True, help="the teacher's model id")
-    parser.add_argument("--base-url", required=True, help="its OpenAI-compatible endpoint")
-    parser.add_argument("--api-key", default="EMPTY")
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument(
-        "--seed", type=int, default=0, help="picks each request's topic (and DB question type)"
-    )
-    parser.add_argument("--temperature", type=float, default=0.7)
-    parser.add_argument("--max-tokens", type=int, default=1024)
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per teacher request")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
+PROG = "agentlm data instruct"
 
-    if args.env == "os" and args.out.suffix != ".jsonl":
-        parser.error(
-            "--out for OS tasks must end in .jsonl (the OS environment reads other files as one JSON list)"
-        )
-    teacher = OpenAIChatModel(args.model, args.base_url, api_key=args.api_key, timeout=args.timeout)
-    generation = GenerationParams(max_tokens=args.max_tokens, temperature=args.temperature)
+
+class InstructSettings(BaseModel):
+    """What `agentlm data instruct` takes: one field an option."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    env: Literal["db", "os"] = Field(description="The kind of task to construct.")  # FAMILIES' keys
+    n: int = Field(default=50, ge=0, description="Tasks to propose (those already in --out count).")
+    out: Path = Field(description="JSONL task file to append kept tasks to.")
+    model: str = Field(description="The teacher's model id.")
+    base_url: str = Field(description="Its OpenAI-compatible endpoint.")
+    api_key: str = Field(default="EMPTY", description="The endpoint's API key.")
+    workers: int = Field(default=1, ge=1, description="Proposals asked for and verified at once, in threads.")
+    seed: int = Field(default=0, description="Picks each request's topic (and DB question type).")
+    temperature: float = Field(default=0.7, ge=0, description="The teacher's sampling temperature.")
+    max_tokens: int = Field(default=1024, ge=1, description="The longest reply asked of the teacher.")
+    timeout: float = Field(default=120.0, gt=0, description="Seconds per teacher request.")
+    quiet: bool = Field(default=False, description="No progress bar.")
+
+    @field_validator("out")
+    @classmethod
+    def _os_tasks_are_jsonl(cls, out: Path, info: ValidationInfo) -> Path:
+        if info.data.get("env") == "os" and out.suffix != ".jsonl":
+            raise PydanticCustomError(
+                "os_out_not_jsonl",
+                "for OS tasks it must end in .jsonl (the OS environment reads other files as one JSON list)",
+            )
+        return out
+
+
+@options_from(InstructSettings, InstructSettings.model_fields)
+def run(**options: Any) -> None:
+    """Have a teacher propose new DB or OS tasks; keep those whose reference passes its own check."""
+    settings = settings_of(InstructSettings, options, PROG)
+    teacher = OpenAIChatModel(
+        settings.model, settings.base_url, api_key=settings.api_key, timeout=settings.timeout
+    )
+    generation = GenerationParams(max_tokens=settings.max_tokens, temperature=settings.temperature)
     try:
         report = construct(
-            args.env,
+            settings.env,
             teacher,
-            args.n,
-            args.out,
-            seed=args.seed,
-            workers=args.workers,
+            settings.n,
+            settings.out,
+            seed=settings.seed,
+            workers=settings.workers,
             generation=generation,
-            progress=not args.quiet,
+            progress=not settings.quiet,
         )
-    except DataFormatError as e:
-        parser.error(str(e))
+    except DataFormatError as e:  # --out holds something that is not a task file of ours
+        typer.echo(f"{PROG}: {e}", err=True)
+        raise typer.Exit(2) from None
     for line in report.lines():
         print(line)
+
+
+def main(argv: list[str] | None = None) -> None:
+    invoke(run, argv, PROG)
 
 
 if __name__ == "__main__":

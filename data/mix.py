@@ -14,13 +14,33 @@ data only; η = 0 is general only (all of it).
 
 from __future__ import annotations
 
-import argparse
 import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from agentlm.data.formats import Conversation, read_jsonl, write_jsonl
+from agentlm.options import invoke, options_from, settings_of
+
+
+class MixSettings(BaseModel):
+    """What `agentlm data mix` mixes, at what share, and where it writes the mixture."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent: list[Path] = Field(default_factory=list, description="Agent trajectory files (JSONL/JSON).")
+    general: list[Path] = Field(default_factory=list, description="General chat files (JSONL/JSON).")
+    eta: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="The agent share of examples: 1 is agent data only, 0 general only.",
+    )
+    seed: int = Field(default=0, description="Seeds the general sample and the shuffle.")
+    out: Path = Field(description="The mixture's JSONL file.")
 
 
 @dataclass
@@ -91,24 +111,20 @@ def mix(
     return mixture, report
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--agent", nargs="*", default=[], type=Path, help="agent trajectory files (JSONL/JSON)"
-    )
-    parser.add_argument("--general", nargs="*", default=[], type=Path, help="general chat files (JSONL/JSON)")
-    parser.add_argument("--eta", type=float, default=0.2, help="agent share of examples (default 0.2)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
-    agent = [c for path in args.agent for c in read_jsonl(path)]
-    general = [c for path in args.general for c in read_jsonl(path)]
-    mixture, report = mix(agent, general, args.eta, args.seed)
-    write_jsonl(args.out, mixture)
+@options_from(MixSettings, MixSettings.model_fields)
+def run(**options: Any) -> None:
+    """Mix agent trajectories with general chat at eta (the agent share of examples); print a report."""
+    settings = settings_of(MixSettings, options, "agentlm data mix")
+    agent = [c for path in settings.agent for c in read_jsonl(path)]
+    general = [c for path in settings.general for c in read_jsonl(path)]
+    mixture, report = mix(agent, general, settings.eta, settings.seed)
+    write_jsonl(settings.out, mixture)
     print("\n".join(report.lines()))
-    print(f"wrote {len(mixture)} examples to {args.out}")
+    print(f"wrote {len(mixture)} examples to {settings.out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    invoke(run, argv, "agentlm data mix")
 
 
 if __name__ == "__main__":

@@ -13,15 +13,18 @@ prose only) but real human-written text, licensed under the PSF license like Pyt
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import inspect
 import random
 import re
 import warnings
 from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from agentlm.data.formats import Conversation, Turn, write_jsonl
+from agentlm.options import invoke, options_from, settings_of
 
 SOURCE = "python-docs"
 # Standard library modules with good prose docstrings and no side effects on import.
@@ -101,18 +104,30 @@ def conversations(limit: int | None = None, seed: int = 0, max_chars: int = 1200
     ]
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+class PydocsSettings(BaseModel):
+    """How many documentation conversations `agentlm data pydocs` writes, and where."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    out: Path = Field(description="The conversations' JSONL file.")
+    limit: int | None = Field(
+        default=None, ge=0, description="At most this many conversations (default: all)."
     )
-    parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--limit", type=int, help="at most this many conversations (default: all)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-chars", type=int, default=1200, help="answer length, in whole paragraphs")
-    args = parser.parse_args(argv)
-    convs = conversations(args.limit, args.seed, args.max_chars)
-    write_jsonl(args.out, convs)
-    print(f"wrote {len(convs)} conversations from Python's documentation to {args.out}")
+    seed: int = Field(default=0, description="Seeds the conversations' order.")
+    max_chars: int = Field(default=1200, ge=0, description="Answer length, in whole paragraphs.")
+
+
+@options_from(PydocsSettings, PydocsSettings.model_fields)
+def run(**options: Any) -> None:
+    """General chat from Python's own documentation, for machines without the hub."""
+    settings = settings_of(PydocsSettings, options, "agentlm data pydocs")
+    convs = conversations(settings.limit, settings.seed, settings.max_chars)
+    write_jsonl(settings.out, convs)
+    print(f"wrote {len(convs)} conversations from Python's documentation to {settings.out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    invoke(run, argv, "agentlm data pydocs")
 
 
 if __name__ == "__main__":

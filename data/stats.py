@@ -11,14 +11,18 @@ thoughts were supplemented (``repaired_steps``, ``thought_supplemented``); their
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel, ConfigDict, Field
 
 from agentlm.data.formats import Conversation, read_jsonl
+from agentlm.options import invoke, options_from, settings_of
 
 
 @dataclass
@@ -106,24 +110,43 @@ def plot(stats: dict[str, SourceStats], out: str | Path) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="agentlm data stats", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "files", nargs="+", type=Path, help="training conversations (AgentInstruct/ShareGPT JSONL)"
+class StatsSettings(BaseModel):
+    """What `agentlm data stats` reads, how it counts tokens, and where it draws the plot."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    files: list[Path] = Field(
+        min_length=1, description="Training conversations (AgentInstruct/ShareGPT JSONL)."
     )
-    parser.add_argument("--tokenizer", help="a checkpoint directory whose tokenizer counts the tokens")
-    parser.add_argument("--plot", type=Path, help="write a PNG of the mix here")
-    args = parser.parse_args(argv)
+    tokenizer: str | None = Field(
+        default=None, description="A checkpoint directory whose tokenizer counts the tokens."
+    )
+    plot: Path | None = Field(default=None, description="Write a PNG of the mix here.")
+
+
+@options_from(StatsSettings, ["tokenizer", "plot"])
+def run(
+    files: Annotated[
+        list[Path], typer.Argument(help=StatsSettings.model_fields["files"].description, show_default=False)
+    ],
+    **options: Any,
+) -> None:
+    """Examples, tokens, lengths per source of a training set; --plot writes a PNG."""
+    settings = settings_of(StatsSettings, {"files": files, **options}, "agentlm data stats")
     count: Callable[[str], int] = lambda text: len(text) // 4 + 1  # noqa: E731
-    if args.tokenizer:
+    if settings.tokenizer:
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(args.tokenizer)
+        tok = AutoTokenizer.from_pretrained(settings.tokenizer)
         count = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])  # noqa: E731
-    stats = compute(args.files, count)
+    stats = compute(settings.files, count)
     print(table(stats))
-    if args.plot:
-        print(f"plot: {plot(stats, args.plot)}")
+    if settings.plot:
+        print(f"plot: {plot(stats, settings.plot)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    invoke(run, argv, "agentlm data stats")
 
 
 if __name__ == "__main__":

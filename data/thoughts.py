@@ -12,13 +12,15 @@ inspected or filtered (``agentlm data stats`` shows the share).
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from agentlm.agent.models import ChatModel, GenerationParams, OpenAIChatModel
+from agentlm.options import invoke, options_from, settings_of
 
 _DB_ACTION = re.compile(r"^\s*Action:", re.I)
 _OS_THINK = re.compile(r"^\s*Think:", re.I | re.M)
@@ -62,25 +64,40 @@ def supplement(
     return {**record, "conversations": turns, "thought_supplemented": True} if changed else record
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="agentlm data thoughts", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, type=Path, help="AgentInstruct-format JSONL")
-    parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--teacher", required=True, help="the teacher's model id")
-    parser.add_argument("--base-url", required=True, help="its OpenAI-compatible endpoint")
-    parser.add_argument("--api-key", default="EMPTY")
-    args = parser.parse_args(argv)
-    teacher = OpenAIChatModel(args.teacher, args.base_url, api_key=args.api_key)
+PROG = "agentlm data thoughts"
+
+
+class ThoughtsSettings(BaseModel):
+    """What `agentlm data thoughts` takes: one field an option."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: Path = Field(description="AgentInstruct-format JSONL.")
+    out: Path = Field(description="Where the records, thoughts supplemented, are written (JSONL).")
+    teacher: str = Field(description="The teacher's model id.")
+    base_url: str = Field(description="Its OpenAI-compatible endpoint.")
+    api_key: str = Field(default="EMPTY", description="The endpoint's API key.")
+
+
+@options_from(ThoughtsSettings, ThoughtsSettings.model_fields)
+def run(**options: Any) -> None:
+    """Give actions that lack a thought one from a teacher, marked as such."""
+    settings = settings_of(ThoughtsSettings, options, PROG)
+    teacher = OpenAIChatModel(settings.teacher, settings.base_url, api_key=settings.api_key)
     n = changed = 0
-    with args.out.open("w", encoding="utf-8") as out:
-        for line in args.data.read_text(encoding="utf-8").splitlines():
+    with settings.out.open("w", encoding="utf-8") as out:
+        for line in settings.data.read_text(encoding="utf-8").splitlines():
             if not line.strip():
                 continue
             record = supplement(json.loads(line), teacher)
             changed += bool(record.get("thought_supplemented"))
             n += 1
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
-    print(f"{changed} of {n} records had thoughts supplemented -> {args.out}")
+    print(f"{changed} of {n} records had thoughts supplemented -> {settings.out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    invoke(run, argv, PROG)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ the conversation. Results come back as JSON and the last reply answers in words 
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 from dataclasses import dataclass, field
@@ -27,11 +26,14 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from agentlm.agent.toolcalls import format_tool_calls, format_tool_responses, system_with_tools
 from agentlm.data.assistant_scheduling import _clock
 from agentlm.data.formats import Conversation, Turn, write_jsonl
 from agentlm.data.tool_pool import LEAVE_TYPES, POOL, Function, realise
 from agentlm.data.worlds import DEPARTMENTS, FIRST, LAST, ROOMS
+from agentlm.options import invoke, options_from, settings_of
 
 CITIES = ("Munich", "Paris", "Vienna", "Dublin", "Amsterdam", "Madrid", "Prague", "Oslo", "Lima",
           "Nairobi", "Tokyo", "Toronto", "Seoul", "Cairo", "Quito", "Perth")  # fmt: skip
@@ -426,14 +428,26 @@ def generate(n: int, seed: int) -> list[Conversation]:
     return [example(rng, i) for i in range(n)]
 
 
+class ToolcallsSettings(BaseModel):
+    """`agentlm data toolcalls`: how many conversations, from which seed, written where."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    out: Path = Field(description="Where the conversations go (JSONL).")
+    examples: int = Field(default=300, ge=0, description="How many conversations to write.")
+    seed: int = Field(default=0, description="Seeds every draw: the same seed writes the same file.")
+
+
+@options_from(ToolcallsSettings, list(ToolcallsSettings.model_fields))
+def run(**options: Any) -> None:
+    """Tool-calling training conversations in the embedded model's format."""
+    settings = settings_of(ToolcallsSettings, options, "agentlm data toolcalls")
+    n = write_jsonl(settings.out, generate(settings.examples, settings.seed))
+    print(f"wrote {n} tool-calling conversations to {settings.out}")
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="agentlm data toolcalls", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--examples", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    n = write_jsonl(args.out, generate(args.examples, args.seed))
-    print(f"wrote {n} tool-calling conversations to {args.out}")
+    invoke(run, argv, "agentlm data toolcalls")
 
 
 if __name__ == "__main__":

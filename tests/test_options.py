@@ -12,7 +12,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from typer.testing import CliRunner
 
-from agentlm.options import invalid, invoke, option_type, options_from, spread
+from agentlm.options import invalid, invoke, option_type, options_from, settings_of, spread
 
 
 class Knobs(BaseSettings):
@@ -86,3 +86,14 @@ def test_a_list_option_reads_several_values_after_one_flag(capsys: pytest.Captur
     invoke(show, ["--names", "a", "b", "--names", "c", "--size", "2"], "show")
     values = json.loads(capsys.readouterr().out)
     assert values["names"] == ["a", "b", "c"] and values["size"] == 2
+
+
+def test_settings_that_do_not_fit_exit_as_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert settings_of(Knobs, {"size": 4}, "knobs").size == 4
+    with pytest.raises(typer.Exit) as done:
+        settings_of(Knobs, {"size": 0, "mode": "sideways"}, "knobs")
+    assert done.value.exit_code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "knobs: --size: Input should be greater than or equal to 1; --mode: Input should be"
+    )

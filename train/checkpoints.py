@@ -8,6 +8,7 @@ saved with the tokenizer, the stop tokens in its generation config, and a model 
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,8 @@ from agentlm.data.templates import ChatTemplate
 if TYPE_CHECKING:
     from agentlm.train.sft import SFTConfig
 
+log = logging.getLogger(__name__)
+
 
 def save_resume_state(engine: Any, resume_dir: Path, step: int, recent: list[float], rank: int) -> None:
     """DeepSpeed state at `step`; the previous one is removed once this one is complete."""
@@ -27,7 +30,7 @@ def save_resume_state(engine: Any, resume_dir: Path, step: int, recent: list[flo
     if rank == 0:
         if previous and previous != f"step{step}":
             shutil.rmtree(resume_dir / previous, ignore_errors=True)
-        print(f"checkpoint at step {step} in {resume_dir}", flush=True)
+        log.info("checkpoint at step %d in %s", step, resume_dir)
 
 
 def save_pretrained(

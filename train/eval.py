@@ -19,7 +19,6 @@ It prints one table (a row per model) and can write it as JSON and as a bar char
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from concurrent.futures import ThreadPoolExecutor
@@ -27,12 +26,16 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel, ConfigDict, Field
 
 from agentlm.agent.envs import detect_environment, environment_for
 from agentlm.agent.loop import Agent, AgentConfig
 from agentlm.agent.models import GenerationParams, OpenAIChatModel
 from agentlm.data.formats import read_jsonl
+from agentlm.options import invoke, options_from, settings_of
 
 
 @dataclass
@@ -255,42 +258,63 @@ def plot(rows: list[EvalRow], out: Path) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="agentlm eval", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--model", action="append", required=True, help="checkpoint dir, 'embedded', or NAME=URL"
+class EvalSettings(BaseModel):
+    """`agentlm eval`: the models compared, the task files they run, and where the table goes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: list[str] = Field(
+        min_length=1, description="Checkpoint dir, 'embedded', or NAME=URL; repeat it for a row per model."
     )
-    parser.add_argument("--tasks", action="append", type=Path, default=[], help="AgentBench DB/OS task file")
-    parser.add_argument("--limit", type=int, help="at most this many tasks per file")
-    parser.add_argument("--max-tokens", type=int, default=256, help="per model reply in agent tasks")
-    parser.add_argument(
-        "--max-rounds", type=int, help="model turns per task (default: the environment's, 15 for DB)"
+    tasks: list[Path] = Field(default_factory=list, description="AgentBench DB/OS task file; repeatable.")
+    limit: int | None = Field(default=None, ge=1, description="At most this many tasks per file.")
+    max_tokens: int = Field(default=256, ge=1, description="Per model reply in agent tasks.")
+    max_rounds: int | None = Field(
+        default=None, ge=1, description="Model turns per task (default: the environment's, 15 for DB)."
     )
-    parser.add_argument("--parallel", type=int, default=8, help="agent tasks run at once")
-    parser.add_argument("--runs", type=Path, help="write every agent run here (MODEL-TASKFILE.jsonl)")
-    parser.add_argument(
-        "--scripts", type=Path, help="OS task files: AgentBench's scripts folder (default: beside each file)"
+    parallel: int = Field(default=8, ge=1, description="Agent tasks run at once.")
+    runs: Path | None = Field(default=None, description="Write every agent run here (MODEL-TASKFILE.jsonl).")
+    scripts: Path | None = Field(
+        default=None, description="OS task files: AgentBench's scripts folder (default: beside each file)."
     )
-    parser.add_argument("--no-general", action="store_true", help="skip multiple choice and perplexity")
-    parser.add_argument("--json", type=Path, help="write the rows as JSON here")
-    parser.add_argument("--plot", type=Path, help="write a bar chart PNG here")
-    args = parser.parse_args(argv)
+    general: bool = Field(
+        default=True,
+        description="Also score general ability: multiple choice and perplexity (--no-general skips them).",
+    )
+    # The option is --json; a field of that name would shadow BaseModel.json.
+    json_file: Path | None = Field(default=None, description="Write the rows as JSON here.")
+    plot: Path | None = Field(default=None, description="Write a bar chart PNG here.")
+
+
+@options_from(EvalSettings, [name for name in EvalSettings.model_fields if name != "json_file"])
+def run(
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help=EvalSettings.model_fields["json_file"].description)
+    ] = None,
+    **options: Any,
+) -> None:
+    """Evaluation that compares checkpoints as agents and as general models."""
+    settings = settings_of(EvalSettings, {**options, "json_file": json_file}, "agentlm eval")
     rows = evaluate(
-        args.model,
-        args.tasks,
-        args.limit,
-        not args.no_general,
-        args.max_tokens,
-        args.parallel,
-        args.max_rounds,
-        args.runs,
-        args.scripts,
+        settings.model,
+        settings.tasks,
+        settings.limit,
+        settings.general,
+        settings.max_tokens,
+        settings.parallel,
+        settings.max_rounds,
+        settings.runs,
+        settings.scripts,
     )
     print(table(rows))
-    if args.json:
-        args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2))
-    if args.plot:
-        print(f"plot: {plot(rows, args.plot)}")
+    if settings.json_file:
+        settings.json_file.write_text(json.dumps([asdict(r) for r in rows], indent=2))
+    if settings.plot:
+        print(f"plot: {plot(rows, settings.plot)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    invoke(run, argv, "agentlm eval")
 
 
 if __name__ == "__main__":

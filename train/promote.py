@@ -16,12 +16,14 @@ previous checkpoint (one row, or no eval file) the new one is promoted.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from agentlm.options import invoke, options_from, settings_of
 from agentlm.train.eval import EvalRow
 
 KEEP = 3  # the exit status that says "keep the previous checkpoint": a decision, not an error
@@ -80,24 +82,42 @@ def decide(eval_json: Path | None, tolerance: float = 2.0, ppl_tolerance: float 
     return not_worse(previous, new, tolerance, ppl_tolerance)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="agentlm promote", description=__doc__.splitlines()[0])
-    parser.add_argument("--eval", type=Path, help="eval.json rows [previous, new] (none: no previous)")
-    parser.add_argument("--tolerance", type=float, default=2.0, help="MC accuracy points the new may lose")
-    parser.add_argument("--ppl-tolerance", type=float, default=2.0, help="perplexity percent it may gain")
-    parser.add_argument("--out", type=Path, help="write the decision as JSON here")
-    parser.add_argument("--checkpoint", help="the new checkpoint (recorded in --out)")
-    parser.add_argument("--link", help="the link promotion repoints (recorded in --out)")
-    args = parser.parse_args(argv)
-    decision = decide(args.eval, args.tolerance, args.ppl_tolerance)
+class PromoteSettings(BaseModel):
+    """`python -m agentlm.train.promote`: the eval rows, the tolerances, and what the decision records."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    eval: Path | None = Field(
+        default=None,
+        description="eval.json: the rows of the previous and the new checkpoint, or of the new one alone "
+        "(none given: no previous checkpoint).",
+    )
+    tolerance: float = Field(default=2.0, description="MC accuracy points the new may lose.")
+    ppl_tolerance: float = Field(default=2.0, description="Perplexity percent it may gain.")
+    out: Path | None = Field(default=None, description="Write the decision as JSON here.")
+    checkpoint: str | None = Field(default=None, description="The new checkpoint (recorded in --out).")
+    link: str | None = Field(default=None, description="The link promotion repoints (recorded in --out).")
+
+
+@options_from(PromoteSettings, list(PromoteSettings.model_fields))
+def run(**options: Any) -> None:
+    """Promotion: is a newly trained checkpoint not worse than the one in service? Exits 0 to promote,
+    3 to keep the previous one."""
+    settings = settings_of(PromoteSettings, options, "python -m agentlm.train.promote")
+    decision = decide(settings.eval, settings.tolerance, settings.ppl_tolerance)
     for line in decision.checks:
         print(f"  {line}")
     print(f"{'promote' if decision.promote else 'keep the previous checkpoint'}: {decision.reason}")
-    if args.out:
-        record = {**asdict(decision), "checkpoint": args.checkpoint, "link": args.link}
-        record |= {"tolerance": args.tolerance, "ppl_tolerance": args.ppl_tolerance}
-        args.out.write_text(json.dumps(record, indent=2) + "\n")
-    sys.exit(0 if decision.promote else KEEP)
+    if settings.out:
+        record = {**asdict(decision), "checkpoint": settings.checkpoint, "link": settings.link}
+        record |= {"tolerance": settings.tolerance, "ppl_tolerance": settings.ppl_tolerance}
+        settings.out.write_text(json.dumps(record, indent=2) + "\n")
+    if not decision.promote:
+        raise SystemExit(KEEP)
+
+
+def main(argv: list[str] | None = None) -> None:
+    invoke(run, argv, "python -m agentlm.train.promote")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import time
 from importlib import resources
 from pathlib import Path
@@ -37,7 +38,7 @@ from agentlm.train.batches import micro_batch_stream, units_per_epoch
 from agentlm.train.checkpoints import model_card, save_pretrained, save_resume_state
 from agentlm.train.loss import causal_lm_loss
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("agentlm.train.sft")  # by name: `python -m` runs this module as __main__
 
 
 class ConfigError(ValueError):
@@ -329,9 +330,8 @@ class SFTRecipe:
             progress.set_postfix(loss=f"{recent[-1]:.4f}", refresh=False)
             if self.rank == 0 and (step % cfg.log_every == 0 or step == self.total_steps):
                 lr = self.engine.get_lr()[0]
-                print(
-                    f"step {step}/{self.total_steps} loss {sum(recent) / len(recent):.4f} lr {lr:.2e}",
-                    flush=True,
+                log.info(
+                    "step %d/%d loss %.4f lr %.2e", step, self.total_steps, sum(recent) / len(recent), lr
                 )
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < self.total_steps:
                 save_resume_state(self.engine, self.resume_dir, step, recent, self.rank)
@@ -357,7 +357,7 @@ class SFTRecipe:
                 f"{self.total_steps}); remove it to start over"
             )
         if self.rank == 0:
-            print(f"resuming from step {state['step']} ({self.resume_dir})", flush=True)
+            log.info("resuming from step %d (%s)", state["step"], self.resume_dir)
         return state["step"], list(state.get("recent", []))
 
     # ---- save ------------------------------------------------------------------------------
@@ -377,7 +377,7 @@ class SFTRecipe:
             train_seconds=self.train_seconds, world_size=self.world_size,
         )  # fmt: skip
         (out / "README.md").write_text(card)
-        print(f"saved checkpoint to {out}", flush=True)
+        log.info("saved checkpoint to %s", out)
         if self.resume_dir.exists():
             shutil.rmtree(self.resume_dir, ignore_errors=True)  # the run finished: nothing to resume
         return out
@@ -436,7 +436,7 @@ def run(
     **options: Any,
 ) -> None:
     """Fine-tune on conversations (loss on the model's own turns) and write a Hugging Face checkpoint."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    _log_the_run()
     try:
         recipe = SFTRecipe(load_config(config, {**options, **_parse_set(set_ or [])}))
     except ConfigError as e:
@@ -445,9 +445,22 @@ def run(
     try:
         final = recipe.train()
         recipe.save()
-        print(f"final_loss={final:.4f}", flush=True)
+        log.info("final_loss=%.4f", final)
     finally:
         recipe.cleanup()
+
+
+def _log_the_run() -> None:
+    """The recipe's own lines (steps, losses, checkpoints: what scripts and people read) on stdout
+    as they are; everything else, the libraries' logs, on stderr with time and source."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    run_log = logging.getLogger("agentlm.train")
+    if not any(getattr(h, "agentlm_run_log", False) for h in run_log.handlers):
+        out = logging.StreamHandler(sys.stdout)
+        out.setFormatter(logging.Formatter("%(message)s"))
+        out.agentlm_run_log = True  # type: ignore[attr-defined]
+        run_log.addHandler(out)
+    run_log.propagate = False
 
 
 def main(argv: list[str] | None = None) -> None:
