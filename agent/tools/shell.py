@@ -5,9 +5,6 @@ bash per task inside bubblewrap, with no network, a read-only system, a non-root
 output cap and a wall-clock timeout (``agent/tools/sandbox/``). The tool returns AgentBench's OS
 observation text, with a note when the shell was restarted or the output cut; errors come back as
 text too.
-
-The sandbox's names are re-exported here, so ``from agentlm.agent.tools.shell import ShellSession``
-keeps working; new code imports them from ``agentlm.agent.tools.sandbox``.
 """
 
 from __future__ import annotations
@@ -20,32 +17,11 @@ from pydantic import BaseModel, Field, PrivateAttr
 
 from agentlm.agent.protocols import os_observation
 from agentlm.agent.tools.sandbox import (
-    Bind,
-    CommandResult,
     SandboxLimits,
     SandboxUnavailableError,
     ShellClosedError,
     ShellSession,
-    ShellSettings,
-    check_sandbox,
-    processes_of,
-    run_isolated,
 )
-
-__all__ = [
-    "Bind",
-    "CommandResult",
-    "SandboxLimits",
-    "SandboxUnavailableError",
-    "ShellClosedError",
-    "ShellInput",
-    "ShellSession",
-    "ShellSettings",
-    "ShellTool",
-    "check_sandbox",
-    "processes_of",
-    "run_isolated",
-]
 
 
 class ShellInput(BaseModel):
