@@ -16,8 +16,8 @@ schema's defaults), and every call's arguments must parse as a JSON object (the 
 request the server refuses (400: an engine without tool support) counts as wrong, with its error.
 
 Without ``--base-url`` it starts ``agentlm serve --model M`` on a free port, with AGENTLM_HOME in a
-temporary directory (fresh sample databases and trajectory store; the converted model cache is
-linked in, so nothing is converted again), and samples that server's resident memory (its
+temporary directory (fresh sample databases and trajectory store; the converted model and its
+caches are linked in, so nothing is converted or measured again), and samples that server's resident memory (its
 children included) every 0.2 s for the whole run. Prints accuracy overall and by kind (HR,
 scheduling, follow-ups, unanswerable, bookings, leave filings; and by category), p50/p95 latency,
 peak RSS, tool-call accuracy and parse rate, each as a ratio against its goal (>= 1 meets it), and
@@ -238,13 +238,15 @@ def _listening_pid(base_url: str) -> int | None:
 
 @contextlib.contextmanager
 def served(model: str, serve_args: Sequence[str]) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`agentlm serve` on a free port with a temporary AGENTLM_HOME that shares the model cache."""
+    """`agentlm serve` on a free port with a temporary AGENTLM_HOME that shares the model and its caches."""
     from agentlm.paths import home
 
-    models = home() / "models"  # where the embedded engine keeps (or will keep) its converted model
-    models.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="agentlm-assistant-bench-"))
-    (tmp / "models").symlink_to(models, target_is_directory=True)
+    # The converted model and what was measured or compiled for it (step costs, grammars): a
+    # returning user's start, not a first one.
+    for shared in ("models", "cache"):
+        (home() / shared).mkdir(parents=True, exist_ok=True)
+        (tmp / shared).symlink_to(home() / shared, target_is_directory=True)
     # The server's log is kept after the run (the temporary home is not).
     fd, log_name = tempfile.mkstemp(prefix="agentlm-assistant-bench-", suffix=".log")
     os.close(fd)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import platform
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_ROUNDS = 3  # measurements of each row count, interleaved so drift spreads over all of them
+# Measurements of each row count, interleaved so drift spreads over all of them; the fastest is
+# kept: other work on the machine only ever adds time, so the minimum is the step's own cost.
+_ROUNDS = 5
 # A step of more rows undercuts one of fewer when it is cheaper by more than this share and more
 # than this many seconds (a tiny model's steps differ by timer noise only).
 _UNDERCUT = 0.05
@@ -95,7 +96,7 @@ class StepCosts:
                     llm.rollback(seq, len(context))
         finally:
             llm.release(seq, keep=False)
-        return cls(tuple(statistics.median(r) for r in runs))
+        return cls(tuple(min(r) for r in runs))
 
     @classmethod
     def cached(cls, llm: LlamaCpp, max_rows: int, stamp: str, cache: Path) -> StepCosts:
@@ -103,7 +104,7 @@ class StepCosts:
         import llama_cpp
 
         key = json.dumps(
-            [stamp, llm.threads, llm.n_batch, platform.processor(), _cpu(), llama_cpp.__version__]
+            [stamp, llm.threads, llm.n_batch, platform.processor(), _cpu(), llama_cpp.__version__, _ROUNDS]
         )
         path = cache / "step-costs.json"
         try:
