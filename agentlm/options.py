@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import sys
 import types
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
@@ -26,20 +26,22 @@ Settings = TypeVar("Settings", bound=BaseModel)
 _SCALARS = (str, int, float, bool, Path)
 
 
-def options_from(model: type[BaseModel], names: Iterable[str]) -> Callable[[Command], Command]:
+def options_from(
+    model: type[BaseModel], names: Iterable[str], flags: dict[str, Sequence[str]] | None = None
+) -> Callable[[Command], Command]:
     """Add an option for each named field of `model` to the decorated command, after its own
-    parameters. The command takes them as ``**options``: only those given, by field name."""
+    parameters. The command takes them as ``**options``: only those given, by field name. An
+    option is ``--field-name`` unless `flags` names it otherwise (``{"n": ("-n", "--n")}``)."""
     names = list(names)
+    flags = flags or {}
 
     def bind(command: Command) -> Command:
         signature = inspect.signature(command, eval_str=True)  # typer reads these, not strings
         own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-        added = [_option(model, name) for name in names]
+        added = [_option(model, name, flags.get(name, ())) for name in names]
 
         def given(*args: Any, **kwargs: Any) -> Any:
-            options = {name: kwargs.pop(name) for name in names if kwargs.get(name) is not None}
-            for name in names:
-                kwargs.pop(name, None)
+            options = {name: value for name in names if (value := kwargs.pop(name, None)) is not None}
             return command(*args, **kwargs, **options)
 
         given.__signature__ = inspect.Signature([*own, *added])  # type: ignore[attr-defined]
@@ -49,7 +51,7 @@ def options_from(model: type[BaseModel], names: Iterable[str]) -> Callable[[Comm
     return bind
 
 
-def _option(model: type[BaseModel], name: str) -> inspect.Parameter:
+def _option(model: type[BaseModel], name: str, flags: Sequence[str]) -> inspect.Parameter:
     field = model.model_fields[name]
     kind, choices = option_type(field.annotation)
     help_text = field.description or ""
@@ -63,7 +65,7 @@ def _option(model: type[BaseModel], name: str) -> inspect.Parameter:
         name,
         inspect.Parameter.KEYWORD_ONLY,
         default=None,
-        annotation=Annotated[kind | None, typer.Option(help=help_text.strip(), show_default=False)],
+        annotation=Annotated[kind | None, typer.Option(*flags, help=help_text.strip(), show_default=False)],
     )
 
 

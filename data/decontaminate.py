@@ -15,9 +15,8 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentlm.data.formats import Conversation, read_jsonl, write_jsonl
@@ -127,20 +126,10 @@ class DecontaminateSettings(BaseModel):
     n: int = Field(default=13, ge=1, description="N-gram length in words.")
 
 
-_N = DecontaminateSettings.model_fields["n"]
-
-
-@options_from(DecontaminateSettings, ("train", "eval", "out"))
-def run(
-    # An own parameter, to keep the short -n it always had: options_from gives a field its --name only.
-    n: Annotated[
-        int | None,
-        typer.Option("-n", "--n", help=f"{_N.description} (default: {_N.default})", show_default=False),
-    ] = None,
-    **options: Any,
-) -> None:
+@options_from(DecontaminateSettings, ("train", "eval", "out", "n"), flags={"n": ("-n", "--n")})
+def run(**options: Any) -> None:
     """Drop training examples whose task overlaps an evaluation task."""
-    settings = settings_of(DecontaminateSettings, {**options, **({} if n is None else {"n": n})}, PROG)
+    settings = settings_of(DecontaminateSettings, options, PROG)
     texts = [t for path in settings.eval for t in eval_task_texts(path)]
     kept, report = decontaminate(read_jsonl(settings.train), texts, settings.n)
     write_jsonl(settings.out, kept)

@@ -28,7 +28,7 @@ app = typer.Typer()
 
 
 @app.command()
-@options_from(Knobs, ["size", "mode", "names", "out"])
+@options_from(Knobs, ["size", "mode", "names", "out"], flags={"out": ("-o", "--out")})
 def show(loud: bool = False, **options: Any) -> None:
     try:
         knobs = Knobs(**options)
@@ -54,6 +54,7 @@ def test_options_take_the_fields_types() -> None:
     values = run("--loud", "--mode", "slow", "--names", "a", "--names", "b", "--out", "x/y.json")
     assert values["loud"] is True and values["given"] == ["mode", "names", "out"]
     assert (values["mode"], values["names"], values["out"]) == ("slow", ["a", "b"], "x/y.json")
+    assert run("-o", "z.json")["out"] == "z.json"  # a field given its own flags
 
 
 def test_a_bad_value_is_named_by_its_option() -> None:

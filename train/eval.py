@@ -26,9 +26,8 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentlm.agent.envs import detect_environment, environment_for
@@ -286,15 +285,10 @@ class EvalSettings(BaseModel):
     plot: Path | None = Field(default=None, description="Write a bar chart PNG here.")
 
 
-@options_from(EvalSettings, [name for name in EvalSettings.model_fields if name != "json_file"])
-def run(
-    json_file: Annotated[
-        Path | None, typer.Option("--json", help=EvalSettings.model_fields["json_file"].description)
-    ] = None,
-    **options: Any,
-) -> None:
+@options_from(EvalSettings, EvalSettings.model_fields, flags={"json_file": ("--json",)})
+def run(**options: Any) -> None:
     """Evaluation that compares checkpoints as agents and as general models."""
-    settings = settings_of(EvalSettings, {**options, "json_file": json_file}, "agentlm eval")
+    settings = settings_of(EvalSettings, options, "agentlm eval")
     rows = evaluate(
         settings.model,
         settings.tasks,

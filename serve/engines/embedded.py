@@ -389,7 +389,7 @@ class EmbeddedEngine(Engine):
         rounding of a batched step, which can flip a near tie, as batching with other requests
         can), several tokens a step where it copies from its context."""
         drafts = [self._draft(seq, alone=len(running) == 1) for seq in running]
-        if self.step_costs is not None:
+        if self.step_costs is not None and any(drafts):
             drafts = self.step_costs.fit(drafts)
         ids = [seq.seq_id for seq in running]
         try:
