@@ -136,12 +136,25 @@ StepRecord = Annotated[ActionStep | FinalAnswerStep, Field(discriminator="kind")
 
 @dataclass
 class Feedback:
-    """What a user thought of a run: thumbs up (+1) or down (-1), a comment, a better answer."""
+    """What a user thought of a run: thumbs up (+1) or down (-1), a comment, and a correction.
+
+    A correction is what the run should have said: a better final answer (`corrected_answer`), or
+    the reply the model should have given at one step (`corrected_step`, its index, and
+    `corrected_output`, the whole reply in the run's protocol, e.g. a better SQL action). Training
+    uses it as the preferred reply over the model's own (data/preferences.py) and in place of it
+    (data/export.py).
+    """
 
     rating: Literal[1, -1]
     comment: str = ""
     corrected_answer: str | None = None
     created_at: float = field(default_factory=time.time)
+    corrected_step: int | None = None
+    corrected_output: str | None = None
+
+    @property
+    def corrected(self) -> bool:
+        return bool(self.corrected_answer) or self.corrected_step is not None
 
 
 def new_trajectory_id() -> str:

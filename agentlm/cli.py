@@ -50,7 +50,7 @@ def _fail(message: str, code: int = 2) -> None:
 # `agentlm serve`'s options are ServeSettings' fields (their help is the fields' descriptions).
 SERVE_OPTIONS = (
     "model", "host", "port", "engine", "remote_url", "remote_api_key", "served_model_name", "api_key",
-    "store", "profiles", "num_threads", "max_batch_size", "max_queue", "context_tokens", "prompt_lookup",
+    "store", "promotions", "profiles", "num_threads", "max_batch_size", "max_queue", "context_tokens", "prompt_lookup",
     "dtype", "tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "cors_origins",
 )  # fmt: skip
 
@@ -271,6 +271,29 @@ def data_export(
         report = export_trajectories(trajectories.snapshot(), out, include_all=include_all)
     typer.echo(
         f"wrote {report.written} of {report.examined} trajectories to {out} ({report.skipped} skipped)"
+    )
+
+
+@data_app.command("preferences")
+def data_preferences(
+    out: Annotated[Path, typer.Option(help="JSONL file to write (AgentInstruct records with a preference).")],
+    store: Annotated[Path | None, typer.Option(help="Trajectory store (default: the server's).")] = None,
+) -> None:
+    """Write users' feedback as preference data: thumbs as KTO records, corrections as DPO pairs."""
+    from agentlm.data.preferences import write_preferences
+    from agentlm.serve.settings import ServeSettings
+    from agentlm.serve.store import TrajectoryStore
+
+    store = store or ServeSettings().store
+    if not Path(store).is_file():
+        _fail(
+            f"no trajectory store at {store}: start `agentlm serve` and rate some runs first, or pass --store"
+        )
+    with TrajectoryStore(store, readonly=True) as trajectories:
+        r = write_preferences(trajectories.snapshot(), out)
+    typer.echo(
+        f"wrote {r.pairs + r.liked + r.disliked} preference records to {out} from {r.examined} runs: "
+        f"{r.pairs} corrections (pairs), {r.liked} liked, {r.disliked} disliked; {r.skipped} skipped"
     )
 
 

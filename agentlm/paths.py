@@ -11,3 +11,8 @@ def home() -> Path:
     path = Path(os.environ.get("AGENTLM_HOME", Path.home() / ".agentlm")).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def promotion_history() -> Path:
+    """The promotion decisions, one JSON line each: train/promote.py appends, GET /v1/promotions reads."""
+    return home() / "promotions.jsonl"

@@ -140,7 +140,8 @@ def conversation_from_trajectory(traj: Trajectory, use_correction: bool = True) 
     conversation, the earlier answers (``traj.history``: context the model saw, learnt from in
     their own runs' records) get ``loss: false``; the run's own replies ``loss: true``. When the
     user gave a corrected answer, the final reply states it instead of the model's answer, in the
-    run's protocol. A system message, if the run had one, is dropped: AgentInstruct records carry
+    run's protocol; when they corrected a step, the conversation ends with the reply they wrote
+    for it (what followed answered the wrong reply). A system message, if the run had one, is dropped: AgentInstruct records carry
     none, the chat template supplies it.
 
     Raises ``DataFormatError`` for tool-calling runs (``protocol: tools``), whose tool messages
@@ -153,10 +154,14 @@ def conversation_from_trajectory(traj: Trajectory, use_correction: bool = True) 
     context = [m for m in (*traj.prompt, *traj.history) if m["role"] != "system"]
     turns = context_turns(context)
     turns.append(Turn("user", traj.task))
-    for step in traj.steps:
+    fb = traj.feedback
+    step_fix = fb.corrected_step if use_correction and fb is not None else None
+    for position, step in enumerate(traj.steps):
+        if position == step_fix:  # the reply it should have been ends the conversation
+            turns.append(Turn("assistant", fb.corrected_output or "", True))  # type: ignore[union-attr]
+            break
         for m in step.messages():
             turns.append(Turn(m["role"], m["content"], True if m["role"] == "assistant" else None))
-    fb = traj.feedback
     if use_correction and fb is not None and fb.corrected_answer and turns[-1].role == "assistant":
         thought = traj.steps[-1].thought if traj.steps else ""
         turns[-1] = Turn("assistant", answer_reply(traj.protocol, fb.corrected_answer, thought), True)

@@ -7,7 +7,8 @@
     POST /v1/chat/completions         chat with the model (tools too), or run an agent (stream or not)
     POST /v1/completions              raw text completion on the served model (no chat template)
     POST /v1/feedback                 thumbs up/down, comment, corrected answer for a run
-    GET  /v1/trajectories[/{id}]      stored agent runs, newest first
+    GET  /v1/trajectories[/{id}]      stored agent runs, newest first (also /stats, /export)
+    GET  /v1/promotions               the checkpoint promotion decisions, newest first
     POST /v1/trajectories/{id}/writes approve or discard the database changes a run is holding
 
 Engines are imported when ``create_app`` builds one, never at import time. Statuses: 400 invalid
@@ -36,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from agentlm.agent.profiles import load_profile
 from agentlm.serve.engines import Engine, EngineError, create_engine
 from agentlm.serve.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
+from agentlm.serve.promotions import router as promotions_router
 from agentlm.serve.protocol import (
     MESSAGE_ROLES,
     ChatCompletionChunk,
@@ -345,6 +347,7 @@ def create_app(settings: ServeSettings | None = None, engine: Engine | None = No
     app.include_router(v1)
     # GET /v1/trajectories, /export, /{id} (serve/trajectories.py), guarded as every /v1 route.
     app.include_router(trajectories_router, dependencies=v1.dependencies, responses=v1.responses)
+    app.include_router(promotions_router, dependencies=v1.dependencies, responses=v1.responses)
     return app
 
 

@@ -382,6 +382,21 @@ class FeedbackRequest(BaseModel):
     rating: Literal[1, -1]  # thumbs up or down; "up" and "down" are accepted too
     comment: str = ""
     corrected_answer: str | None = None  # a better final answer, used when exporting for training
+    # Or the reply the model should have given at one step (its index in the run's steps), in the
+    # run's protocol: training prefers it over the model's reply there.
+    corrected_step: int | None = Field(default=None, ge=0)
+    corrected_output: str | None = None
+
+    @model_validator(mode="after")
+    def _step_and_output(self) -> FeedbackRequest:
+        if (self.corrected_step is None) != (not self.corrected_output):
+            raise ValueError(
+                "corrected_step and corrected_output go together: the index of the step to correct "
+                "and the reply the model should have given there"
+            )
+        if self.corrected_step is not None and self.corrected_answer:
+            raise ValueError("correct the final answer (corrected_answer) or one step, not both")
+        return self
 
     @field_validator("rating", mode="before")
     @classmethod
@@ -414,6 +429,71 @@ class TrajectoryList(BaseModel):
     data: list[Trajectory]
     total: int = 0  # matching trajectories, all pages together
     has_more: bool = False
+
+
+class DayStats(BaseModel):
+    """One model's runs on one day (UTC)."""
+
+    day: str  # YYYY-MM-DD
+    model: str
+    runs: int
+    answered: int  # stop_reason "answer"
+    thumbs_up: int  # by the latest feedback
+    thumbs_down: int
+    mean_steps: float  # steps recorded: actions and the answer
+    mean_seconds: float  # wall-clock duration
+
+
+class RunPoint(BaseModel):
+    """One run, for per-run charts (steps and latency)."""
+
+    id: str
+    created_at: float
+    model: str
+    profile: str
+    steps: int
+    duration_seconds: float
+
+
+class TrajectoryStats(BaseModel):
+    """Aggregates of the trajectories a filter matches (``GET /v1/trajectories/stats``)."""
+
+    object: Literal["trajectory.stats"] = "trajectory.stats"
+    total: int  # matching runs
+    days: list[DayStats]  # by day, then model
+    stop_reasons: dict[str, int]  # runs by why they ended ("unknown": not recorded)
+    points: list[RunPoint]  # the latest matching runs, oldest first
+
+
+class EvalScores(BaseModel):
+    """One checkpoint's eval row (train/eval.py's ``EvalRow``, field for field)."""
+
+    model: str
+    tasks: dict[str, float] = {}  # task file stem -> agent success rate
+    mc_accuracy: float | None = None
+    perplexity: float | None = None
+    by_type: dict[str, dict[str, float]] = {}
+
+
+class PromotionRecord(BaseModel):
+    """One promotion decision (train/promote.py), as its history file keeps it."""
+
+    decided_at: float  # unix seconds
+    stage: str  # the training that made the candidate: "sft" or "preference"
+    checkpoint: str | None = None  # the candidate
+    link: str | None = None  # the link a promotion repoints
+    promote: bool
+    reason: str
+    checks: list[str] = []  # one line per metric compared
+    previous: EvalScores | None = None  # the checkpoint in service, when there was one
+    new: EvalScores | None = None  # the candidate's row
+    tolerance: float | None = None  # MC accuracy points the candidate could lose
+    ppl_tolerance: float | None = None  # perplexity percent it could gain
+
+
+class PromotionList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[PromotionRecord]  # newest first
 
 
 # --- on the wire -------------------------------------------------------------------------------

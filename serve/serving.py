@@ -381,7 +381,24 @@ class Serving:
     # --- feedback and trajectories --------------------------------------------------------------
 
     def feedback(self, request: FeedbackRequest) -> FeedbackResponse:
-        feedback = Feedback(request.rating, request.comment, request.corrected_answer)
+        feedback = Feedback(
+            request.rating,
+            request.comment,
+            request.corrected_answer or None,
+            corrected_step=request.corrected_step,
+            corrected_output=request.corrected_output,
+        )
+        if request.corrected_step is not None:
+            traj = self.store.get(request.trajectory_id)
+            if traj is None:
+                raise no_trajectory(request.trajectory_id, param="trajectory_id")
+            if request.corrected_step >= len(traj.steps):
+                raise APIError(
+                    400,
+                    f"corrected_step {request.corrected_step} is past the run's last step "
+                    f"(it has {len(traj.steps)}): give the index of the step to correct, from 0",
+                    param="corrected_step",
+                )
         if not self.store.set_feedback(request.trajectory_id, feedback):
             raise no_trajectory(request.trajectory_id, param="trajectory_id")
         return FeedbackResponse(trajectory_id=request.trajectory_id)

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from agentlm.paths import home
+from agentlm.paths import home, promotion_history
 
 
 def _default_store() -> Path:
@@ -41,6 +41,10 @@ class ServeSettings(BaseSettings):
     )
     api_key: str | None = Field(default=None, description="Require this bearer key from clients.")
     store: Path = Field(default_factory=_default_store, description="SQLite trajectory store.")
+    promotions: Path = Field(
+        default_factory=promotion_history,
+        description="Promotion history (JSONL) that train/promote.py appends to; GET /v1/promotions reads it.",
+    )
     profiles: list[str] = Field(
         default=["hr-assistant", "scheduling-assistant"], description="Agent profiles to serve."
     )

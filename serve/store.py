@@ -4,7 +4,8 @@ SQLite in WAL mode, written only by the server: readers (``agentlm data export``
 open it read-only while the server writes, which DuckDB would not allow. Each trajectory is kept
 whole as JSON (``Trajectory.to_json``) beside indexed columns for listing and filtering. Feedback
 lives in its own table, one row per submission, and the latest is merged into the trajectory on
-read, so nothing a user said is ever overwritten.
+read, so nothing a user said is ever overwritten. ``stats()`` aggregates for charts in SQL, reading
+steps and durations out of the stored JSON (SQLite's json functions), so no run is loaded whole.
 
 The schema is versioned: ``MIGRATIONS[v]`` takes a store from version v-1 to v, and opening a store
 read-write applies the missing ones in one transaction, so a failed upgrade leaves the store as it
@@ -29,6 +30,7 @@ from typing import Any, Literal
 from urllib.request import pathname2url
 
 from agentlm.agent.trajectory import Feedback, Trajectory
+from agentlm.serve.protocol import DayStats, RunPoint, TrajectoryStats
 
 # Version 1, the first released schema. Never edit it: later changes are migrations.
 _V1 = [
@@ -68,18 +70,33 @@ MIGRATIONS: dict[int, list[str]] = {
         "CREATE INDEX trajectories_rating ON trajectories (rating)",
         "CREATE INDEX trajectories_reward ON trajectories (reward)",
     ],
+    3: [
+        # A correction of one step (its index and the reply it should have been), and whether the
+        # latest feedback corrects the run at all: the review queue is thumbs-down runs without one.
+        "ALTER TABLE feedback ADD COLUMN corrected_step INTEGER",
+        "ALTER TABLE feedback ADD COLUMN corrected_output TEXT",
+        "ALTER TABLE trajectories ADD COLUMN corrected INTEGER NOT NULL DEFAULT 0",
+        "UPDATE trajectories SET corrected = coalesce((SELECT corrected_answer IS NOT NULL "
+        "AND corrected_answer != '' FROM feedback WHERE trajectory_id = trajectories.id "
+        "ORDER BY seq DESC LIMIT 1), 0)",
+        "CREATE INDEX trajectories_rating_corrected ON trajectories (rating, corrected)",
+    ],
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 assert sorted(MIGRATIONS) == list(range(2, SCHEMA_VERSION + 1)), "migrations must be numbered 2, 3, ..."
 
 # The trajectory's JSON with its latest feedback, if any, as one row.
 _SELECT = """
-SELECT t.data, f.rating, f.comment, f.corrected_answer, f.created_at
+SELECT t.data, f.rating, f.comment, f.corrected_answer, f.created_at, f.corrected_step, f.corrected_output
 FROM trajectories t
 LEFT JOIN feedback f ON f.seq = (SELECT max(seq) FROM feedback WHERE trajectory_id = t.id)
 """
 
 Rating = Literal[1, -1, "none"]
+
+# Read from the stored JSON for the stats: a run's steps (actions and the answer) and its duration.
+_STEPS = "coalesce(json_array_length(t.data, '$.steps'), 0)"
+_SECONDS = "coalesce(json_extract(t.data, '$.duration_seconds'), 0.0)"
 
 
 @dataclass(frozen=True)
@@ -94,6 +111,7 @@ class TrajectoryFilter:
     since: float | None = None  # inclusive
     until: float | None = None  # exclusive
     stop_reason: str | None = None
+    corrected: bool | None = None  # the latest feedback corrects the run (an answer or a step)
 
     def __post_init__(self) -> None:
         if self.rating not in (None, 1, -1, "none"):
@@ -115,6 +133,9 @@ class TrajectoryFilter:
             if value is not None:
                 clauses.append(f"{column} {op} ?")
                 args.append(value)
+        if self.corrected is not None:
+            clauses.append("t.corrected = ?")
+            args.append(int(self.corrected))
         if self.rating == "none":
             clauses.append("t.rating IS NULL")
         elif self.rating is not None:
@@ -233,8 +254,11 @@ class TrajectoryStore:
             # The rating column follows the latest recorded feedback, which read merges in, even
             # when this copy of the run carries none (saved again without its feedback).
             self._conn.execute(
-                "UPDATE trajectories SET rating = coalesce((SELECT rating FROM feedback "
-                "WHERE trajectory_id = ?1 ORDER BY seq DESC LIMIT 1), rating) WHERE id = ?1",
+                "UPDATE trajectories SET (rating, corrected) = (SELECT coalesce(f.rating, t.rating), "
+                "CASE WHEN f.seq IS NULL THEN t.corrected ELSE coalesce(f.corrected_answer, '') != '' "
+                "OR f.corrected_step IS NOT NULL END "
+                "FROM trajectories t LEFT JOIN feedback f ON f.seq = (SELECT max(seq) FROM feedback "
+                "WHERE trajectory_id = ?1) WHERE t.id = ?1) WHERE id = ?1",
                 (traj.id,),
             )
 
@@ -244,7 +268,8 @@ class TrajectoryStore:
         Returns once the commit is on disk."""
         with self._lock, self._conn:
             cursor = self._conn.execute(
-                "UPDATE trajectories SET rating = ? WHERE id = ?", (feedback.rating, trajectory_id)
+                "UPDATE trajectories SET rating = ?, corrected = ? WHERE id = ?",
+                (feedback.rating, int(feedback.corrected), trajectory_id),
             )
             if cursor.rowcount == 0:
                 return False
@@ -253,9 +278,17 @@ class TrajectoryStore:
 
     def _insert_feedback(self, trajectory_id: str, fb: Feedback) -> None:
         self._conn.execute(
-            "INSERT INTO feedback (trajectory_id, rating, comment, corrected_answer, created_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (trajectory_id, fb.rating, fb.comment, fb.corrected_answer, fb.created_at),
+            "INSERT INTO feedback (trajectory_id, rating, comment, corrected_answer, created_at, "
+            "corrected_step, corrected_output) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                trajectory_id,
+                fb.rating,
+                fb.comment,
+                fb.corrected_answer,
+                fb.created_at,
+                fb.corrected_step,
+                fb.corrected_output,
+            ),  # fmt: skip
         )
 
     # --- reads --------------------------------------------------------------------------------
@@ -280,6 +313,53 @@ class TrajectoryStore:
         where, args = TrajectoryFilter(**filters).sql()
         with self._lock:
             return self._conn.execute(f"SELECT count(*) FROM trajectories t {where}", args).fetchone()[0]
+
+    def stats(self, points: int = 200, **filters: Any) -> TrajectoryStats:
+        """Aggregates of the matching trajectories, computed in SQL from the stored JSON: per UTC
+        day and model (runs, answered, thumbs up and down, mean steps and seconds), runs per stop
+        reason, and the latest `points` runs' steps and duration, oldest first."""
+        where, args = TrajectoryFilter(**filters).sql()
+        steps, seconds = _STEPS, _SECONDS  # SQL expressions on t.data
+        with self._lock:
+            days = self._conn.execute(
+                f"SELECT coalesce(date(t.created_at, 'unixepoch'), 'unknown') AS day, t.model, count(*), "
+                "count(*) FILTER (WHERE t.stop_reason = 'answer'), count(*) FILTER (WHERE t.rating = 1), "
+                f"count(*) FILTER (WHERE t.rating = -1), avg({steps}), avg({seconds}) "
+                f"FROM trajectories t {where} GROUP BY day, t.model ORDER BY day, t.model",
+                args,
+            ).fetchall()
+            reasons = self._conn.execute(
+                f"SELECT coalesce(t.stop_reason, 'unknown') AS reason, count(*) FROM trajectories t "
+                f"{where} GROUP BY reason ORDER BY count(*) DESC, reason",
+                args,
+            ).fetchall()
+            latest = self._conn.execute(
+                f"SELECT * FROM (SELECT t.id, t.created_at, t.model, t.profile, {steps}, {seconds} "
+                f"FROM trajectories t {where} ORDER BY t.created_at DESC, t.id DESC LIMIT ?) "
+                "ORDER BY 2, 1",
+                (*args, points),
+            ).fetchall()
+        return TrajectoryStats(
+            total=sum(n for _, n in reasons),
+            days=[
+                DayStats(
+                    day=d,
+                    model=m,
+                    runs=n,
+                    answered=a,
+                    thumbs_up=up,
+                    thumbs_down=down,
+                    mean_steps=s,
+                    mean_seconds=secs,
+                )
+                for d, m, n, a, up, down, s, secs in days
+            ],
+            stop_reasons=dict(reasons),
+            points=[
+                RunPoint(id=i, created_at=c, model=m, profile=p, steps=s, duration_seconds=secs)
+                for i, c, m, p, s, secs in latest
+            ],
+        )
 
     def snapshot(self, page: int = 200, **filters: Any) -> Iterator[Trajectory]:
         """Every matching trajectory, oldest first, as of one moment; writers are never blocked.
@@ -329,10 +409,12 @@ def _version(conn: sqlite3.Connection) -> int:
 
 
 def _trajectory(row: tuple) -> Trajectory:
-    data, rating, comment, corrected_answer, created_at = row
+    data, rating, comment, corrected_answer, created_at, corrected_step, corrected_output = row
     traj = Trajectory.from_json(data)
     if rating is not None:
-        traj.feedback = Feedback(rating, comment, corrected_answer, created_at)
+        traj.feedback = Feedback(
+            rating, comment, corrected_answer, created_at, corrected_step, corrected_output
+        )
     return traj
 
 

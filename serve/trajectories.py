@@ -1,6 +1,7 @@
 """The trajectory routes: stored agent runs, filtered and paged, and the training-ready export.
 
     GET /v1/trajectories          newest first: {"object": "list", "data", "total", "has_more"}
+    GET /v1/trajectories/stats    aggregates for charts: per day and model, per stop reason, per run
     GET /v1/trajectories/export   AgentInstruct JSONL (application/x-ndjson) from one snapshot
     GET /v1/trajectories/{id}     one run, with its latest feedback
 
@@ -23,9 +24,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
-from agentlm.agent.trajectory import Trajectory
+from agentlm.agent.trajectory import StopReason, Trajectory
 from agentlm.data.export import trajectory_records
-from agentlm.serve.protocol import TrajectoryList, error_responses
+from agentlm.serve.protocol import TrajectoryList, TrajectoryStats, error_responses
 from agentlm.serve.serving import no_trajectory
 from agentlm.serve.store import TrajectoryFilter, TrajectoryStore
 
@@ -47,6 +48,11 @@ def _filter(
     max_reward: Annotated[float | None, Query(allow_inf_nan=False)] = None,
     since: Annotated[float | None, Query(description="unix seconds, inclusive", allow_inf_nan=False)] = None,
     until: Annotated[float | None, Query(description="unix seconds, exclusive", allow_inf_nan=False)] = None,
+    stop_reason: Annotated[StopReason | None, Query(description="why the run ended")] = None,
+    corrected: Annotated[
+        bool | None,
+        Query(description="whether the latest feedback corrects the run (its answer or a step)"),
+    ] = None,
 ) -> TrajectoryFilter:
     return TrajectoryFilter(
         profile=profile,
@@ -56,6 +62,8 @@ def _filter(
         max_reward=max_reward,
         since=since,
         until=until,
+        stop_reason=None if stop_reason is None else str(stop_reason),
+        corrected=corrected,
     )
 
 
@@ -75,7 +83,19 @@ def trajectories(
     return TrajectoryList(data=page, total=total, has_more=offset + len(page) < total)
 
 
-# Declared before /{trajectory_id}, which would otherwise take "export" for an id.
+# /stats and /export are declared before /{trajectory_id}, which would otherwise take them for ids.
+@router.get("/stats")
+def stats(
+    store: StoreDep,
+    where: FilterDep,
+    points: Annotated[
+        int, Query(ge=0, le=2000, description="how many of the latest runs to give per-run points for")
+    ] = 200,
+) -> TrajectoryStats:
+    """Aggregates of the runs the filters match, for charts (the same filters as the list)."""
+    return store.stats(points=points, **asdict(where))
+
+
 @router.get(
     "/export",
     response_class=StreamingResponse,

@@ -11,19 +11,27 @@ A metric missing from either row (``eval --no-general``, no task files) is not c
 metric can be compared the new checkpoint is kept out, as nothing shows it is not worse. With no
 previous checkpoint (one row, or no eval file) the new one is promoted.
 
+Every decision is also appended, as one JSON line, to the promotion history (``--history``, by
+default ``$AGENTLM_HOME/promotions.jsonl``): the record ``--out`` gets, with when it was decided
+and the training stage that made the candidate. The API serves it (``GET /v1/promotions``) and the
+UI's Models page draws it.
+
     python -m agentlm.train.promote --eval eval.json --out promotion.json   # exit 0: promote, 3: keep
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentlm.options import invoke, options_from, settings_of
+from agentlm.paths import promotion_history
+from agentlm.serve.protocol import PromotionRecord
 from agentlm.train.eval import EvalRow
 
 KEEP = 3  # the exit status that says "keep the previous checkpoint": a decision, not an error
@@ -97,6 +105,14 @@ class PromoteSettings(BaseModel):
     out: Path | None = Field(default=None, description="Write the decision as JSON here.")
     checkpoint: str | None = Field(default=None, description="The new checkpoint (recorded in --out).")
     link: str | None = Field(default=None, description="The link promotion repoints (recorded in --out).")
+    stage: Literal["sft", "preference"] = Field(
+        default="sft", description="The training that made the new checkpoint (recorded)."
+    )
+    history: Path = Field(
+        default_factory=promotion_history,
+        description="Append the decision to this JSONL history, which GET /v1/promotions serves "
+        "(default: $AGENTLM_HOME/promotions.jsonl).",
+    )
 
 
 @options_from(PromoteSettings, list(PromoteSettings.model_fields))
@@ -108,12 +124,24 @@ def run(**options: Any) -> None:
     for line in decision.checks:
         print(f"  {line}")
     print(f"{'promote' if decision.promote else 'keep the previous checkpoint'}: {decision.reason}")
+    record = {**asdict(decision), "checkpoint": settings.checkpoint, "link": settings.link}
+    if record["checkpoint"] is None and decision.new is not None:
+        record["checkpoint"] = decision.new.model  # the candidate, as eval named it
+    record |= {"tolerance": settings.tolerance, "ppl_tolerance": settings.ppl_tolerance}
+    record |= {"decided_at": time.time(), "stage": settings.stage}
     if settings.out:
-        record = {**asdict(decision), "checkpoint": settings.checkpoint, "link": settings.link}
-        record |= {"tolerance": settings.tolerance, "ppl_tolerance": settings.ppl_tolerance}
         settings.out.write_text(json.dumps(record, indent=2) + "\n")
+    record_decision(settings.history, record)
     if not decision.promote:
         raise SystemExit(KEEP)
+
+
+def record_decision(history: Path, record: dict[str, Any]) -> None:
+    """Append a decision to the promotion history, in the shape the API serves (checked here)."""
+    line = PromotionRecord.model_validate(record).model_dump_json()
+    history.parent.mkdir(parents=True, exist_ok=True)
+    with history.open("a", encoding="utf-8") as f:  # one write of one line: appends do not interleave
+        f.write(line + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:

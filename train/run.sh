@@ -5,7 +5,9 @@
 #   3. mix them and the bundled HR trajectories with general chat at eta,
 #   4. fine-tune with DeepSpeed (ZeRO-2; gloo on the CPU), loss on assistant turns only, and write a
 #      Hugging Face checkpoint that `agentlm serve --model DIR` (and vLLM) load as is,
-#   5. evaluate it against the checkpoint in service and promote it (repoint a symlink) only if it is
+#   5. with --preference, tune on what users said (train/preference.py): KTO on thumbs up/down,
+#      DPO on corrections against the model's reply; with --no-sft, this stage alone, from the base,
+#   6. evaluate it against the checkpoint in service and promote it (repoint a symlink) only if it is
 #      not worse: agent success not lower, general MC and perplexity within tolerance (train/promote.py).
 #
 #   bash train/run.sh --base-model runs/current --output runs/$(date +%F) --collect db_tasks.jsonl \
@@ -45,6 +47,15 @@ Usage: train/run.sh --base-model DIR_OR_ID --output DIR [options]
   --tolerance P      general MC accuracy points the new checkpoint may lose          (default: 2)
   --promote LINK     symlink to the checkpoint in service: repointed to the new one only if it is not
                      worse (with no previous checkpoint at all, it is); the decision: WORKDIR/promotion.json
+  --preference       add the preference stage: the store's feedback (agentlm data preferences) and any
+                     --preference-data, KTO on thumbs and DPO on corrections, after SFT
+  --no-sft           the preference stage alone, from --base-model (steps 1-4 skipped)
+  --preference-data F  more preference records (data/preferences.py's format); repeatable
+  --preference-lr X  the preference stage's learning rate                             (default: 5e-5)
+  --beta X           how far the preference stage may move from where it starts        (default: 0.1)
+  --preference-steps N  its optimizer steps                                   (default: one epoch)
+  --set KEY=VALUE    a training setting for both recipes (train/configs/*.yaml keys); repeatable,
+                     e.g. --set init_adapter=models/agentlm-gemma-3-270m
   --dry-run          print the training command instead of running it (after export, collection and mix)
   -h, --help         this text
 USAGE
@@ -59,6 +70,7 @@ num_gpus="" hostfile="" num_nodes="" dry_run=0
 teacher="scripted" teacher_url="" teacher_key="" previous="" promote="" tolerance="2" general=1
 store="${AGENTLM_HOME:-$HOME/.agentlm}/trajectories.sqlite3"
 agent_data=() general_data=() collect=() eval_tasks=() eval_opts=()
+preference=0 sft=1 preference_data=() preference_lr="5e-5" beta="0.1" preference_steps="" sets=()
 while (($#)); do
     case "$1" in
         --base-model) base_model=${2:?--base-model needs a value}; shift 2 ;;
@@ -85,6 +97,13 @@ while (($#)); do
         --no-general) general=0; shift ;;
         --tolerance) tolerance=${2:?--tolerance needs a value}; shift 2 ;;
         --promote) promote=${2:?--promote needs a link path}; shift 2 ;;
+        --preference) preference=1; shift ;;
+        --no-sft) sft=0; preference=1; shift ;;
+        --preference-data) preference_data+=("${2:?--preference-data needs a file}"); shift 2 ;;
+        --preference-lr) preference_lr=${2:?--preference-lr needs a value}; shift 2 ;;
+        --beta) beta=${2:?--beta needs a value}; shift 2 ;;
+        --preference-steps) preference_steps=${2:?--preference-steps needs a value}; shift 2 ;;
+        --set) sets+=(--set "${2:?--set needs KEY=VALUE}"); shift 2 ;;
         --dry-run) dry_run=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown option $1" ;;
@@ -103,6 +122,7 @@ unique_stems() {  # OPTION FILE...: a task file's stem names its outputs, so no 
         seen[$stem]=$f
     done
 }
+for f in "${preference_data[@]}"; do [ -f "$f" ] || die "no --preference-data file at $f"; done
 unique_stems --collect "${collect[@]}"
 unique_stems --eval-tasks "${eval_tasks[@]}"
 [ "$teacher" = scripted ] || [ -n "$teacher_url" ] || die "--teacher $teacher needs --teacher-url (its endpoint)"
@@ -123,7 +143,28 @@ workdir=${workdir:-$output.work}
 mkdir -p "$workdir"
 bundled=$("$PYTHON" -c 'from importlib import resources; print(resources.files("agentlm.data") / "bundled")')
 
-echo "== 1/5 export logged trajectories"
+# The DeepSpeed launcher starts one process per GPU (on every host of the hostfile, over ssh/pdsh);
+# each joins the same NCCL group, and rank 0 writes the checkpoint.
+launcher=()
+if [ -n "$num_gpus$hostfile" ]; then
+    launcher=(deepspeed)
+    [ -z "$hostfile" ] || launcher+=(--hostfile "$hostfile")
+    [ -z "$num_nodes" ] || launcher+=(--num_nodes "$num_nodes")
+    [ -z "$num_gpus" ] || launcher+=(--num_gpus "$num_gpus")
+fi
+recipe() {  # MODULE ARGS...: a training recipe, through the launcher when there is one
+    if ((${#launcher[@]})); then
+        train_cmd=("${launcher[@]}" --module "$@")
+    else
+        train_cmd=("$PYTHON" -m "$@")
+    fi
+}
+sft_output=$output
+((preference && sft)) && sft_output="$workdir/sft"  # the preference stage starts from it
+commands=()
+
+if ((sft)); then
+echo "== 1/6 export logged trajectories"
 agent_files=("$bundled/hr_trajectories.jsonl" "${agent_data[@]}")
 if [ -f "$store" ]; then
     "$PYTHON" -m agentlm.cli data export --store "$store" --out "$workdir/exported.jsonl"
@@ -132,7 +173,7 @@ else
     echo "no trajectory store at $store yet: training on the bundled and given data only"
 fi
 
-echo "== 2/5 collect teacher trajectories ($teacher teacher)"
+echo "== 2/6 collect teacher trajectories ($teacher teacher)"
 teacher_opts=(--teacher "$teacher")
 [ -z "$teacher_url" ] || teacher_opts+=(--base-url "$teacher_url")
 [ -z "$teacher_key" ] || teacher_opts+=(--api-key "$teacher_key")
@@ -147,7 +188,7 @@ for tasks in "${collect[@]}"; do  # resumable: tasks already in the output are s
     fi
 done
 
-echo "== 3/5 mix agent data with general chat at eta=$eta"
+echo "== 3/6 mix agent data with general chat at eta=$eta"
 if ! ((${#general_data[@]})); then  # offline default; the bundled general chat is kept for evaluation
     "$PYTHON" -m agentlm.data.pydocs --out "$workdir/general.jsonl" --seed "$seed"
     general_data=("$workdir/general.jsonl")
@@ -155,36 +196,63 @@ fi
 "$PYTHON" -m agentlm.data.mix --agent "${agent_files[@]}" --general "${general_data[@]}" \
     --eta "$eta" --seed "$seed" --out "$workdir/train.jsonl" | tee "$workdir/mix_report.txt"
 
-echo "== 4/5 fine-tune ($preset preset)"
+echo "== 4/6 fine-tune ($preset preset)"
 extra=()
 [ -z "$max_steps" ] || extra+=(--max-steps "$max_steps")
-sft_args=(--config "$preset" --data "$workdir/train.jsonl" --base-model "$base_model" --output-dir "$output"
-    --eta "$eta" --seed "$seed" --mix-report "$workdir/mix_report.txt" "${extra[@]}")
-if [ -n "$num_gpus$hostfile" ]; then
-    # The DeepSpeed launcher starts one process per GPU (on every host of the hostfile, over ssh/pdsh);
-    # each joins the same NCCL group, and rank 0 writes the checkpoint.
-    launcher=(deepspeed)
-    [ -z "$hostfile" ] || launcher+=(--hostfile "$hostfile")
-    [ -z "$num_nodes" ] || launcher+=(--num_nodes "$num_nodes")
-    [ -z "$num_gpus" ] || launcher+=(--num_gpus "$num_gpus")
-    train_cmd=("${launcher[@]}" --module agentlm.train.sft "${sft_args[@]}")
+recipe agentlm.train.sft --config "$preset" --data "$workdir/train.jsonl" --base-model "$base_model" \
+    --output-dir "$sft_output" --eta "$eta" --seed "$seed" --mix-report "$workdir/mix_report.txt" \
+    "${extra[@]}" "${sets[@]}"
+if ((dry_run)); then
+    commands+=("$(printf '%q ' "${train_cmd[@]}")")
 else
-    train_cmd=("$PYTHON" -m agentlm.train.sft "${sft_args[@]}")
+    "${train_cmd[@]}"
+    echo "checkpoint: $sft_output  (serve it with: agentlm serve --model $sft_output)"
+fi
+fi
+
+if ((preference)); then
+echo "== 5/6 preference tuning: KTO on thumbs, DPO on corrections (beta=$beta)"
+preference_files=("${preference_data[@]}")
+if [ -f "$store" ]; then
+    "$PYTHON" -m agentlm.cli data preferences --store "$store" --out "$workdir/preferences.jsonl"
+    [ ! -s "$workdir/preferences.jsonl" ] || preference_files+=("$workdir/preferences.jsonl")
+else
+    echo "no trajectory store at $store: only the given --preference-data"
+fi
+((${#preference_files[@]})) || die "no feedback to learn from: rate runs in the UI, or give --preference-data"
+from=$base_model
+((sft)) && from=$sft_output
+steps=()
+[ -z "$preference_steps" ] || steps+=(--max-steps "$preference_steps")
+data_opts=()
+for f in "${preference_files[@]}"; do data_opts+=(--data "$f"); done
+recipe agentlm.train.preference --config "$preset" "${data_opts[@]}" --base-model "$from" \
+    --output-dir "$output" --seed "$seed" --lr "$preference_lr" --set "beta=$beta" --set epochs=1 \
+    "${steps[@]}" "${sets[@]}"
+if ((sft)); then  # it continues the SFT stage's merged weights with a new adapter
+    train_cmd+=(--set init_adapter=null)
 fi
 if ((dry_run)); then
-    printf '%q ' "${train_cmd[@]}"; echo
+    commands+=("$(printf '%q ' "${train_cmd[@]}")")
+else
+    "${train_cmd[@]}"
+    echo "checkpoint: $output  (serve it with: agentlm serve --model $output)"
+fi
+fi
+
+if ((dry_run)); then
+    printf '%s\n' "${commands[@]}"
     exit 0
 fi
-"${train_cmd[@]}"
 
-echo "checkpoint: $output  (serve it with: agentlm serve --model $output)"
-
-echo "== 5/5 evaluate against the checkpoint in service, and promote"
+echo "== 6/6 evaluate against the checkpoint in service, and promote"
 if [ -z "$previous$promote" ] && ! ((${#eval_tasks[@]})); then
     echo "no --previous, --promote or --eval-tasks: nothing to evaluate or promote"
     exit 0
 fi
-decide=(--checkpoint "$output" --tolerance "$tolerance" --out "$workdir/promotion.json")
+stage=sft
+((preference)) && stage=preference
+decide=(--checkpoint "$output" --tolerance "$tolerance" --out "$workdir/promotion.json" --stage "$stage")
 [ -z "$promote" ] || decide+=(--link "$promote")
 if [ -n "$previous" ] || ((${#eval_tasks[@]})); then  # rows [previous, new], or [new] for the record
     eval_cmd=("$PYTHON" -m agentlm.train.eval)

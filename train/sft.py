@@ -23,7 +23,7 @@ import sys
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 import yaml
@@ -149,8 +149,8 @@ class SFTConfig(BaseModel):
             raise ConfigError("save_adapter needs lora_rank > 0: full fine-tuning has no adapter to save")
 
 
-def load_config(path: str | None, overrides: dict[str, Any]) -> SFTConfig:
-    """A preset YAML (by name in train/configs/ or by path) with overrides on top."""
+def load_config(path: str | None, overrides: dict[str, Any], model: type[C] = SFTConfig) -> C:  # type: ignore[assignment]
+    """A preset YAML (by name in train/configs/ or by path) with overrides on top, as `model`."""
     values: dict[str, Any] = {}
     if path:
         preset = Path(path)
@@ -161,17 +161,20 @@ def load_config(path: str | None, overrides: dict[str, Any]) -> SFTConfig:
         values = yaml.safe_load(preset.read_text()) or {}
         values.setdefault("preset", preset.stem)
     values.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = set(values) - set(SFTConfig.model_fields)
+    unknown = set(values) - set(model.model_fields)
     if unknown:
-        raise ConfigError(f"unknown config keys {sorted(unknown)}; known: {sorted(SFTConfig.model_fields)}")
+        raise ConfigError(f"unknown config keys {sorted(unknown)}; known: {sorted(model.model_fields)}")
     try:
-        return SFTConfig(**values)  # YAML reads 1.5e-3 (no dot) as a string: pydantic reads it as a number
+        return model(**values)  # YAML reads 1.5e-3 (no dot) as a string: pydantic reads it as a number
     except ValidationError as e:
         raise ConfigError(
             "; ".join(
                 f"{'.'.join(map(str, err['loc']))}: {err['msg']} (got {err['input']!r})" for err in e.errors()
             )
         ) from None
+
+
+C = TypeVar("C", bound=SFTConfig)
 
 
 class SFTRecipe:
@@ -217,9 +220,7 @@ class SFTRecipe:
         if not self.examples:
             raise ConfigError("no training examples left after dropping over-long and target-less ones")
         per_step = cfg.batch_size * cfg.grad_accum * self.world_size
-        self.total_steps = cfg.max_steps or max(
-            1, math.ceil(units_per_epoch(self.examples, cfg, self.world_size) * cfg.epochs / per_step)
-        )
+        self.total_steps = cfg.max_steps or max(1, math.ceil(self.units_per_epoch() * cfg.epochs / per_step))
 
         # 4. Model (fp32 on the CPU; bf16 where a GPU supports it) and the DeepSpeed engine.
         dtype = (
@@ -279,6 +280,10 @@ class SFTRecipe:
             len(examples), self.dropped_too_long, cfg.max_seq_len, self.dropped_no_target,
         )  # fmt: skip
         return examples
+
+    def units_per_epoch(self) -> int:
+        """What batch_size counts in one epoch on all ranks."""
+        return units_per_epoch(self.examples, self.cfg, self.world_size)
 
     def _deepspeed_config(self, dtype) -> dict[str, Any]:
         import torch

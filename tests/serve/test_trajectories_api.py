@@ -47,6 +47,48 @@ def test_filters_pages_and_totals(server) -> None:
     )
 
 
+def test_stats_are_computed_from_the_stored_runs(server) -> None:
+    day = 1717200000.0  # 2024-06-01 00:00 UTC
+    runs = [
+        make_trajectory("stats", day + 60, model="stats-a", duration_seconds=3.0),
+        make_trajectory("stats", day + 120, model="stats-a", duration_seconds=1.0, stop_reason="max_rounds"),
+        make_trajectory("stats", day + 180, model="stats-b", duration_seconds=2.0),
+        make_trajectory("stats", day + 2 * 86400, model="stats-a", duration_seconds=6.0),
+    ]
+    runs[1].steps = runs[1].steps[:1]
+    with TrajectoryStore(server.settings.store) as store:
+        for t in runs:
+            store.save(t)
+        store.set_feedback(runs[0].id, Feedback(1))
+        store.set_feedback(runs[1].id, Feedback(-1, "wrong table"))
+        store.set_feedback(runs[3].id, Feedback(-1, corrected_answer="7"))
+    reply = httpx.get(f"{server.v1}/trajectories/stats", params={"profile": "stats", "points": 3})
+    assert reply.status_code == 200, reply.text
+    stats = reply.json()
+    assert stats["object"] == "trajectory.stats" and stats["total"] == 4
+    assert stats["days"] == [
+        {"day": "2024-06-01", "model": "stats-a", "runs": 2, "answered": 1, "thumbs_up": 1,
+         "thumbs_down": 1, "mean_steps": 1.5, "mean_seconds": 2.0},
+        {"day": "2024-06-01", "model": "stats-b", "runs": 1, "answered": 1, "thumbs_up": 0,
+         "thumbs_down": 0, "mean_steps": 2.0, "mean_seconds": 2.0},
+        {"day": "2024-06-03", "model": "stats-a", "runs": 1, "answered": 1, "thumbs_up": 0,
+         "thumbs_down": 1, "mean_steps": 2.0, "mean_seconds": 6.0},
+    ]  # fmt: skip
+    assert stats["stop_reasons"] == {"answer": 3, "max_rounds": 1}
+    assert [p["id"] for p in stats["points"]] == [r.id for r in runs[1:]]  # the latest 3, oldest first
+    assert stats["points"][0] == {
+        "id": runs[1].id, "created_at": day + 120, "model": "stats-a", "profile": "stats", "steps": 1,
+        "duration_seconds": 1.0,
+    }  # fmt: skip
+    get = lambda **q: httpx.get(f"{server.v1}/trajectories/stats", params={"profile": "stats", **q}).json()  # noqa: E731
+    # The list's filters: the review queue's (thumbs down, no correction), a time window, a model.
+    assert get(rating="-1", corrected="false")["total"] == 1
+    assert get(since=day + 86400)["days"] == [stats["days"][2]]
+    assert get(model="stats-b", stop_reason="answer")["total"] == 1
+    assert get(stop_reason="max_rounds")["stop_reasons"] == {"max_rounds": 1}
+    assert len(get()["points"]) == 4 and get(points=0)["points"] == []  # 200 by default
+
+
 def test_an_unknown_trajectory_is_404_and_export_is_not_an_id(server) -> None:
     missing = httpx.get(f"{server.v1}/trajectories/traj-nope")
     assert missing.status_code == 404
@@ -70,7 +112,11 @@ _FILTER_ERRORS = [
     ("path", "query", "param"),
     [("/trajectories", q, p) for q, p in _FILTER_ERRORS]
     + [("/trajectories/export", q, p) for q, p in _FILTER_ERRORS]
+    + [("/trajectories/stats", q, p) for q, p in _FILTER_ERRORS]
     + [
+        ("/trajectories/stats", {"points": "2001"}, "points"),
+        ("/trajectories/stats", {"points": "-1"}, "points"),
+        ("/trajectories/stats", {"corrected": "perhaps"}, "corrected"),
         ("/trajectories", {"limit": "0"}, "limit"),
         ("/trajectories", {"limit": "501"}, "limit"),
         ("/trajectories", {"offset": "-1"}, "offset"),
@@ -90,7 +136,13 @@ def test_the_api_key_guards_the_trajectory_routes(tiny_checkpoint, tmp_path) -> 
     with TrajectoryStore(settings.store) as store:
         store.save(traj)
     with TestClient(create_app(settings)) as http:
-        for path in ("/v1/trajectories", "/v1/trajectories/export", f"/v1/trajectories/{traj.id}"):
+        for path in (
+            "/v1/trajectories",
+            "/v1/trajectories/export",
+            "/v1/trajectories/stats",
+            f"/v1/trajectories/{traj.id}",
+            "/v1/promotions",
+        ):
             denied = http.get(path)
             assert denied.status_code == 401 and denied.json()["error"]["code"] == "invalid_api_key"
             assert http.get(path, headers={"Authorization": "Bearer sekret"}).status_code == 200

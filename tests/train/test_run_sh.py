@@ -162,15 +162,15 @@ def test_promotion_options_are_checked_before_any_work(tmp_path):
 
 
 STUB = """#!{python}
-# Stands in for python: fakes agentlm.train.sft and agentlm.train.eval (logging their arguments), runs the rest.
+# Stands in for python: fakes agentlm.train.sft, .preference and .eval (logging their arguments), runs the rest.
 import json, os, sys
 from pathlib import Path
 args = sys.argv[1:]
-if args[:2] in (["-m", "agentlm.train.sft"], ["-m", "agentlm.train.eval"]):
+if args[:2] in (["-m", "agentlm.train.sft"], ["-m", "agentlm.train.eval"], ["-m", "agentlm.train.preference"]):
     with open(os.environ["STUB_LOG"], "a") as f:
         f.write(json.dumps(args) + "\\n")
-    if args[1] == "agentlm.train.sft":
-        Path(args[args.index("--output-dir") + 1]).mkdir(parents=True)
+    if args[1] != "agentlm.train.eval":
+        Path(args[args.index("--output-dir") + 1]).mkdir(parents=True, exist_ok=True)
     else:
         Path(args[args.index("--json") + 1]).write_text(os.environ["STUB_EVAL"])
     sys.exit(0)
@@ -256,3 +256,60 @@ def test_the_whole_loop_collects_trains_evaluates_against_the_served_checkpoint_
     assert decision["promote"] is True and len(decision["checks"]) == 3
     assert current.is_symlink() and current.resolve() == new.resolve()
     assert f"promoted: {current} -> {new} (was {base})" in result.stdout
+
+
+def test_the_preference_stage_learns_from_the_stores_feedback_after_sft_or_alone(tmp_path):
+    """Training stubbed: the feedback export, the stage order, and what each recipe is given are real."""
+    from agentlm.agent.trajectory import Feedback, FinalAnswerStep, StopReason, Trajectory
+    from agentlm.serve.store import TrajectoryStore
+
+    store = tmp_path / "store.sqlite3"
+    with TrajectoryStore(store) as trajectories:
+        for i, feedback in enumerate([Feedback(1), Feedback(-1), Feedback(-1, corrected_answer="ten")]):
+            run_ = Trajectory(task=f"q{i}", profile="hr-assistant", model="m",
+                              prompt=[{"role": "user", "content": "Go."}, {"role": "assistant", "content": "Ok."}],
+                              steps=[FinalAnswerStep(0, "Action: Answer\nFinal Answer: 9", "", "9")],
+                              stop_reason=StopReason.ANSWER)  # fmt: skip
+            trajectories.save(run_)
+            trajectories.set_feedback(run_.id, feedback)
+    stub = tmp_path / "python"
+    stub.write_text(STUB.replace("{python}", sys.executable))
+    stub.chmod(0o755)
+    log, out, work = tmp_path / "calls.jsonl", tmp_path / "new", tmp_path / "work"
+    env = {**os.environ, "PYTHON": str(stub), "STUB_LOG": str(log)}
+    args = ["bash", str(RUN), "--base-model", "b", "--output", str(out), "--store", str(store), "--workdir", str(work),
+            "--preference", "--beta", "0.2", "--set", "lr=1e-4"]  # fmt: skip
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "1 corrections (pairs), 1 liked, 1 disliked" in result.stdout
+    sft, pref = [json.loads(line) for line in log.read_text().splitlines()]
+    flags = lambda call: dict(zip(call[2::2], call[3::2], strict=False))  # noqa: E731
+    assert sft[1] == "agentlm.train.sft" and flags(sft)["--output-dir"] == str(work / "sft")
+    assert pref[1] == "agentlm.train.preference"
+    assert pref[pref.index("--base-model") + 1] == str(work / "sft")
+    assert pref[pref.index("--output-dir") + 1] == str(out)
+    assert pref[pref.index("--data") + 1] == str(work / "preferences.jsonl")
+    assert "beta=0.2" in pref and "lr=1e-4" in pref and "init_adapter=null" in pref
+    assert len((work / "preferences.jsonl").read_text().splitlines()) == 3
+
+    # --no-sft: the preference stage alone, from the base, on the given records as well
+    log.unlink()
+    extra = tmp_path / "more.jsonl"
+    extra.write_text((work / "preferences.jsonl").read_text())
+    args = [*args, "--no-sft", "--preference-data", str(extra)]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    (pref,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert pref[1] == "agentlm.train.preference" and pref[pref.index("--base-model") + 1] == "b"
+    assert [pref[i + 1] for i, a in enumerate(pref) if a == "--data"] == [
+        str(extra),
+        str(work / "preferences.jsonl"),
+    ]
+    assert "== 1/6" not in result.stdout and "init_adapter=null" not in pref
+
+    # nothing to learn from: said, before any training
+    empty = subprocess.run(
+        ["bash", str(RUN), "--base-model", "b", "--output", str(out), "--store", str(tmp_path / "none"), "--no-sft"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert empty.returncode == 2 and "no feedback to learn from" in empty.stderr
