@@ -89,7 +89,7 @@ def ensure_default_model() -> Path:
             f"the default model's adapter is missing from {adapter}; reinstall AgentLM, or serve the "
             "base with --model embedded-base"
         )
-    return ensure_adapter_model(adapter, home() / "models" / f"{EMBEDDED_MODEL_ID}-gguf")
+    return ensure_adapter_model(adapter, home() / "models" / f"{EMBEDDED_MODEL_ID}-gguf")  # replaced on upgrade
 
 
 def is_embedded_adapter(path: Path) -> bool:
@@ -112,6 +112,9 @@ def ensure_adapter_model(adapter: Path, target: Path | None = None) -> Path:
     from agentlm.serve.engines.gguf import merge_lora
 
     stamp = _sha256(adapter / "adapter_model.safetensors")
+    default = home() / "models" / f"{EMBEDDED_MODEL_ID}-gguf"
+    if target is None and _made_from(default, "model.gguf", stamp):  # a copy of the shipped adapter
+        return default / "model.gguf"
     target = target or _cached("adapter-gguf", stamp)
     if _made_from(target, "model.gguf", stamp):
         return target / "model.gguf"
