@@ -31,12 +31,11 @@ import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 from pydantic import Field
 
-from agentlm.data.formats import Conversation, DataFormatError, Turn, read_jsonl
+from agentlm.data.formats import Conversation, Turn, read_jsonl
 from agentlm.data.masks import IGNORE_INDEX, TokenizedExample, tokenize_conversation
 from agentlm.data.preferences import check_preference, is_pair
 from agentlm.options import invoke, options_from
@@ -45,12 +44,12 @@ from agentlm.train.loss import _decoder_and_head
 from agentlm.train.packing import padded_batch
 from agentlm.train.sft import (
     COMMAND_LINE,
-    ConfigError,
+    LocalRankOption,
+    PresetOption,
+    SetOption,
     SFTConfig,
     SFTRecipe,
-    _log_the_run,
-    _parse_set,
-    load_config,
+    run_recipe,
 )
 
 log = logging.getLogger("agentlm.train.preference")
@@ -250,33 +249,10 @@ def _figures(totals: dict[str, float]) -> str:
 
 @options_from(PreferenceConfig, COMMAND_LINE)
 def run(
-    config: Annotated[
-        str | None, typer.Option(help="A preset (train/configs/NAME.yaml) or a YAML file.")
-    ] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Any setting as KEY=VALUE (a YAML value); repeatable.")
-    ] = None,
-    local_rank: Annotated[int | None, typer.Option("--local_rank", hidden=True)] = None,  # the launcher's
-    **options: Any,
+    config: PresetOption = None, set_: SetOption = None, local_rank: LocalRankOption = None, **options: Any
 ) -> None:
     """Tune on users' preferences (KTO on thumbs, DPO on corrections) and write a Hugging Face checkpoint."""
-    _log_the_run()
-    try:
-        cfg = load_config(config, {**options, **_parse_set(set_ or [])}, PreferenceConfig)
-        recipe = PreferenceRecipe(cfg)
-    except ConfigError as e:
-        raise SystemExit(f"agentlm preference: {e}") from None
-    try:
-        recipe.setup()
-    except (ConfigError, DataFormatError) as e:
-        recipe.cleanup()
-        raise SystemExit(f"agentlm preference: {e}") from None
-    try:
-        final = recipe.train()
-        recipe.save()
-        log.info("final_loss=%.4f", final)
-    finally:
-        recipe.cleanup()
+    run_recipe(PreferenceRecipe, PreferenceConfig, config, set_, options, "agentlm preference")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,7 +29,7 @@ import typer
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agentlm.data.formats import read_jsonl
+from agentlm.data.formats import DataFormatError, read_jsonl
 from agentlm.data.masks import IGNORE_INDEX, TokenizedExample, tokenize_conversation
 from agentlm.data.templates import get_template
 from agentlm.options import invoke, options_from
@@ -429,30 +429,43 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
 COMMAND_LINE = ("data", "base_model", "output_dir", "eta", "mix_report", "max_steps", "epochs", "lr", "seed")
 
 
-@options_from(SFTConfig, COMMAND_LINE)
-def run(
-    config: Annotated[
-        str | None, typer.Option(help="A preset (train/configs/NAME.yaml) or a YAML file.")
-    ] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Any setting as KEY=VALUE (a YAML value); repeatable.")
-    ] = None,
-    local_rank: Annotated[int | None, typer.Option("--local_rank", hidden=True)] = None,  # the launcher's
-    **options: Any,
-) -> None:
-    """Fine-tune on conversations (loss on the model's own turns) and write a Hugging Face checkpoint."""
+# The options every recipe's command line has beside its settings model's.
+PresetOption = Annotated[str | None, typer.Option(help="A preset (train/configs/NAME.yaml) or a YAML file.")]
+SetOption = Annotated[
+    list[str] | None, typer.Option("--set", help="Any setting as KEY=VALUE (a YAML value); repeatable.")
+]
+LocalRankOption = Annotated[int | None, typer.Option("--local_rank", hidden=True)]  # the launcher's
+
+
+def run_recipe(
+    recipe_type: type[SFTRecipe], config_type: type[SFTConfig], config: str | None,
+    sets: list[str] | None, options: dict[str, Any], name: str,
+) -> None:  # fmt: skip
+    """Load the config, set up, train, save and clean up: a recipe's whole command."""
     _log_the_run()
     try:
-        recipe = SFTRecipe(load_config(config, {**options, **_parse_set(set_ or [])}))
+        recipe = recipe_type(load_config(config, {**options, **_parse_set(sets or [])}, config_type))
     except ConfigError as e:
-        raise SystemExit(f"agentlm train: {e}") from None
-    recipe.setup()
+        raise SystemExit(f"{name}: {e}") from None
+    try:
+        recipe.setup()
+    except (ConfigError, DataFormatError) as e:  # the data: a bad record, or nothing left to train on
+        recipe.cleanup()
+        raise SystemExit(f"{name}: {e}") from None
     try:
         final = recipe.train()
         recipe.save()
         log.info("final_loss=%.4f", final)
     finally:
         recipe.cleanup()
+
+
+@options_from(SFTConfig, COMMAND_LINE)
+def run(
+    config: PresetOption = None, set_: SetOption = None, local_rank: LocalRankOption = None, **options: Any
+) -> None:
+    """Fine-tune on conversations (loss on the model's own turns) and write a Hugging Face checkpoint."""
+    run_recipe(SFTRecipe, SFTConfig, config, set_, options, "agentlm train")
 
 
 def _log_the_run() -> None:

@@ -89,7 +89,9 @@ def ensure_default_model() -> Path:
             f"the default model's adapter is missing from {adapter}; reinstall AgentLM, or serve the "
             "base with --model embedded-base"
         )
-    return ensure_adapter_model(adapter, home() / "models" / f"{EMBEDDED_MODEL_ID}-gguf")  # replaced on upgrade
+    return ensure_adapter_model(
+        adapter, home() / "models" / f"{EMBEDDED_MODEL_ID}-gguf"
+    )  # replaced on upgrade
 
 
 def is_embedded_adapter(path: Path) -> bool:
