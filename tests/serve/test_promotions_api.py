@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from promotions import promote
 from scripted import ScriptedEngine
 
 from agentlm.serve.app import create_app
@@ -17,17 +18,6 @@ from agentlm.serve.settings import ServeSettings
 from agentlm.train.eval import EvalRow
 from agentlm.train.promote import KEEP
 from agentlm.train.promote import main as promote_main
-
-
-def promote(tmp_path: Path, history: Path, rows: list[EvalRow], *args: str) -> int:
-    """Run the promotion entry point on eval rows; its exit status (0 promote, 3 keep)."""
-    eval_json = tmp_path / f"eval-{len(list(tmp_path.glob('eval-*.json')))}.json"
-    eval_json.write_text(json.dumps([asdict(r) for r in rows]))
-    try:
-        promote_main(["--eval", str(eval_json), "--history", str(history), *args])
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 def serve(tmp_path: Path, history: Path) -> TestClient:

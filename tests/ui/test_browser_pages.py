@@ -12,18 +12,15 @@ Other tests of the module may have stored runs too: counts are asked of the API,
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import asdict
-from pathlib import Path
 
 import httpx
 import pytest
+from promotions import promote
 from webui import choose, metric, open_page, table_cells, table_rows
 
 from agentlm.train.eval import EvalRow
 from agentlm.train.promote import KEEP
-from agentlm.train.promote import main as promote_main
 from agentlm.ui.client import AgentLMClient
 
 expect = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed").expect
@@ -137,17 +134,6 @@ def test_a_reviewer_corrects_a_step_and_a_final_answer(live_ui, page) -> None:
     feedback = httpx.get(f"{live_ui.v1}/trajectories/{answer_run}").json()["feedback"]
     assert feedback["rating"] == -1 and feedback["corrected_answer"] == "The queue is new: a few minutes."
     assert feedback["corrected_step"] is None
-
-
-def promote(tmp_path: Path, history: Path, rows: list[EvalRow], *args: str) -> int:
-    """Run train/promote.py's entry point on eval rows; its exit status (0 promote, KEEP keep)."""
-    eval_json = tmp_path / f"eval-{len(list(tmp_path.glob('eval-*.json')))}.json"
-    eval_json.write_text(json.dumps([asdict(r) for r in rows]))
-    try:
-        promote_main(["--eval", str(eval_json), "--history", str(history), *args])
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 def test_the_models_page_shows_each_promotion_and_its_eval(live_ui, page, tmp_path) -> None:
