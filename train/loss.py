@@ -22,6 +22,13 @@ def causal_lm_loss(model, batch, n_tokens):
     """
     import torch.nn.functional as F
 
+    logits, targets, _ = trained_logits(model, batch)
+    return F.cross_entropy(logits, targets, reduction="sum") / n_tokens
+
+
+def trained_logits(model, batch):
+    """The logits where the next token is trained, (trained tokens, vocabulary) in fp32, their
+    target tokens, and the (rows, width - 1) mask that says where they are."""
     decoder, head, softcap = _decoder_and_head(model)
     if isinstance(batch, PrefixedBatch):
         hidden = prefixed_hidden(decoder, batch)
@@ -32,7 +39,7 @@ def causal_lm_loss(model, batch, n_tokens):
     logits = head(hidden[:, :-1][trained]).float()  # (trained tokens, vocabulary)
     if softcap is not None:
         logits = (logits / softcap).tanh() * softcap
-    return F.cross_entropy(logits, targets[trained], reduction="sum") / n_tokens
+    return logits, targets[trained], trained
 
 
 def _decoder_and_head(model):

@@ -36,11 +36,10 @@ from typing import Any
 from pydantic import Field
 
 from agentlm.data.formats import Conversation, Turn, read_jsonl
-from agentlm.data.masks import IGNORE_INDEX, TokenizedExample, tokenize_conversation
+from agentlm.data.masks import TokenizedExample, tokenize_conversation
 from agentlm.data.preferences import check_preference, is_pair
 from agentlm.options import invoke, options_from
-from agentlm.train.checkpoints import save_resume_state
-from agentlm.train.loss import _decoder_and_head
+from agentlm.train.loss import trained_logits
 from agentlm.train.packing import padded_batch
 from agentlm.train.sft import (
     COMMAND_LINE,
@@ -89,16 +88,10 @@ def sequence_logps(model: Any, batch: Any) -> Any:
     import torch
     import torch.nn.functional as F
 
-    decoder, head, softcap = _decoder_and_head(model)
-    hidden = decoder(**batch.model_inputs()).last_hidden_state
-    targets = batch.labels[:, 1:]
-    trained = targets != IGNORE_INDEX
-    logits = head(hidden[:, :-1][trained]).float()
-    if softcap is not None:
-        logits = (logits / softcap).tanh() * softcap
-    token_logps = -F.cross_entropy(logits, targets[trained], reduction="none")
+    logits, targets, trained = trained_logits(model, batch)
+    token_logps = -F.cross_entropy(logits, targets, reduction="none")
     rows = trained.nonzero()[:, 0]
-    return torch.zeros(targets.shape[0], device=token_logps.device).index_add(0, rows, token_logps)
+    return torch.zeros(trained.shape[0], device=token_logps.device).index_add(0, rows, token_logps)
 
 
 def preference_loss(
@@ -161,7 +154,7 @@ class PreferenceRecipe(SFTRecipe):
     def units_per_epoch(self) -> int:
         return len(self.examples)
 
-    def _micro_batches(self) -> Iterator[list[PreferenceExample]]:
+    def micro_batches(self) -> Iterator[list[PreferenceExample]]:  # type: ignore[override]
         """Endless shuffled micro batches of batch_size examples for this rank, seeded."""
         rng = random.Random(self.cfg.seed)
         size = self.cfg.batch_size
@@ -193,48 +186,29 @@ class PreferenceRecipe(SFTRecipe):
         log.info("reference log-probabilities of %d examples in %.1f s", len(self.examples),
                  time.perf_counter() - started)  # fmt: skip
 
-    def train(self) -> float:
+    desc = "preference"
+
+    def before_training(self) -> None:
+        self._reference()  # before resuming: the reference is the starting model, not a resumed one
+
+    def optimizer_step(self, micro_batches: list[list[PreferenceExample]]) -> tuple[Any, str]:  # type: ignore[override]
+        """The step's loss is the mean over its examples on all ranks."""
         import torch
         import torch.distributed as dist
-        from tqdm import tqdm
 
-        cfg = self.cfg
-        self._reference()  # before resuming: the reference is the starting model, not a resumed one
-        batches = self._micro_batches()
-        done, recent = self._resume()
-        for _ in range(done * cfg.grad_accum):
-            next(batches)
-        progress = tqdm(
-            total=self.total_steps, initial=done, desc="preference", disable=self.rank != 0, mininterval=2.0
-        )
-        started = time.perf_counter()
-        for step in range(done + 1, self.total_steps + 1):
-            micro_batches = [next(batches) for _ in range(cfg.grad_accum)]
-            n_examples = torch.tensor(float(sum(len(mb) for mb in micro_batches)))
-            dist.all_reduce(n_examples)
-            step_loss = torch.zeros((), device=self.device)
-            totals: dict[str, float] = {}
-            for examples in micro_batches:
-                policy = sequence_logps(self.engine, self._batch(examples))
-                loss, figures = preference_loss(examples, policy, cfg)
-                loss = loss / n_examples.item()
-                self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
-                self.engine.step()
-                step_loss += loss.detach()
-                totals = {k: totals.get(k, 0) + v for k, v in figures.items()}
-            dist.all_reduce(step_loss)
-            recent = (recent + [step_loss.item()])[-cfg.log_every :]
-            progress.update(1)
-            progress.set_postfix(loss=f"{recent[-1]:.4f}", refresh=False)
-            if self.rank == 0 and (step % cfg.log_every == 0 or step == self.total_steps):
-                log.info("step %d/%d loss %.4f lr %.2e%s", step, self.total_steps,
-                         sum(recent) / len(recent), self.engine.get_lr()[0], _figures(totals))  # fmt: skip
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < self.total_steps:
-                save_resume_state(self.engine, self.resume_dir, step, recent, self.rank)
-        progress.close()
-        self.train_seconds = time.perf_counter() - started
-        self.final_loss = sum(recent) / len(recent)
-        return self.final_loss
+        n_examples = torch.tensor(float(sum(len(mb) for mb in micro_batches)))
+        dist.all_reduce(n_examples)
+        step_loss = torch.zeros((), device=self.device)
+        totals: dict[str, float] = {}
+        for examples in micro_batches:
+            policy = sequence_logps(self.engine, self._batch(examples))
+            loss, figures = preference_loss(examples, policy, self.cfg)
+            loss = loss / n_examples.item()
+            self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
+            self.engine.step()
+            step_loss += loss.detach()
+            totals = {k: totals.get(k, 0) + v for k, v in figures.items()}
+        return step_loss, _figures(totals)
 
 
 def _figures(totals: dict[str, float]) -> str:

@@ -21,6 +21,7 @@ import random
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -299,51 +300,66 @@ class SFTRecipe:
 
     # ---- train -----------------------------------------------------------------------------
 
+    desc = "training"  # the progress bar's label
+
     def train(self) -> float:
-        import torch
         import torch.distributed as dist
         from tqdm import tqdm
 
         cfg = self.cfg
-        pad = self.tokenizer.pad_token_id
-        batches = micro_batch_stream(self.examples, cfg, self.rank, self.world_size, pad, self.device)
+        self.before_training()
+        batches = self.micro_batches()
         self.engine.train()
         done, recent = self._resume()
         for _ in range(done * cfg.grad_accum):  # the data order is fixed by the seed: skip what was seen
             next(batches)
         progress = tqdm(
-            total=self.total_steps, initial=done, desc="training", disable=self.rank != 0, mininterval=2.0
+            total=self.total_steps, initial=done, desc=self.desc, disable=self.rank != 0, mininterval=2.0
         )
         started = time.perf_counter()
         for step in range(done + 1, self.total_steps + 1):
-            micro_batches = [next(batches) for _ in range(cfg.grad_accum)]
-            # The step's loss is the mean over its trainable tokens on all ranks, so a long
-            # conversation weighs more than a short one whatever the batching. HF's default (a mean
-            # per micro batch, averaged again over accumulation and ranks) would weigh them equally.
-            n_tokens = sum((b.labels[:, 1:] != IGNORE_INDEX).sum() for b in micro_batches)
-            dist.all_reduce(n_tokens)
-            step_loss = torch.zeros((), device=self.device)
-            for batch in micro_batches:
-                loss = causal_lm_loss(self.engine, batch, n_tokens)
-                # DeepSpeed averages gradients over ranks; the per-rank sums must add up instead.
-                self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
-                self.engine.step()
-                step_loss += loss.detach()
+            step_loss, figures = self.optimizer_step([next(batches) for _ in range(cfg.grad_accum)])
             dist.all_reduce(step_loss)
             recent = (recent + [step_loss.item()])[-cfg.log_every :]
             progress.update(1)
             progress.set_postfix(loss=f"{recent[-1]:.4f}", refresh=False)
             if self.rank == 0 and (step % cfg.log_every == 0 or step == self.total_steps):
                 lr = self.engine.get_lr()[0]
-                log.info(
-                    "step %d/%d loss %.4f lr %.2e", step, self.total_steps, sum(recent) / len(recent), lr
-                )
+                log.info("step %d/%d loss %.4f lr %.2e%s", step, self.total_steps,
+                         sum(recent) / len(recent), lr, figures)  # fmt: skip
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < self.total_steps:
                 save_resume_state(self.engine, self.resume_dir, step, recent, self.rank)
         progress.close()
         self.train_seconds = time.perf_counter() - started
         self.final_loss = sum(recent) / len(recent)
         return self.final_loss
+
+    def before_training(self) -> None:
+        """Work before the first step (and before resuming): none for SFT."""
+
+    def micro_batches(self) -> Iterator[Any]:
+        """This rank's endless micro batches, in the seed's order."""
+        pad = self.tokenizer.pad_token_id
+        return micro_batch_stream(self.examples, self.cfg, self.rank, self.world_size, pad, self.device)
+
+    def optimizer_step(self, micro_batches: list[Any]) -> tuple[Any, str]:
+        """Backward over the micro batches, one optimizer step; this rank's loss, and figures for the log."""
+        import torch
+        import torch.distributed as dist
+
+        # The step's loss is the mean over its trainable tokens on all ranks, so a long
+        # conversation weighs more than a short one whatever the batching. HF's default (a mean
+        # per micro batch, averaged again over accumulation and ranks) would weigh them equally.
+        n_tokens = sum((b.labels[:, 1:] != IGNORE_INDEX).sum() for b in micro_batches)
+        dist.all_reduce(n_tokens)
+        step_loss = torch.zeros((), device=self.device)
+        for batch in micro_batches:
+            loss = causal_lm_loss(self.engine, batch, n_tokens)
+            # DeepSpeed averages gradients over ranks; the per-rank sums must add up instead.
+            self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
+            self.engine.step()
+            step_loss += loss.detach()
+        return step_loss, ""
 
     # ---- resume ----------------------------------------------------------------------------
 
