@@ -14,7 +14,7 @@ import sys
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -22,6 +22,9 @@ from pydantic import ValidationError
 from agentlm.api import DEFAULT_API_URL
 from agentlm.options import invalid, options_from
 from agentlm.serve.settings import ServeSettings
+
+if TYPE_CHECKING:
+    from agentlm.serve.store import TrajectoryStore
 
 app = typer.Typer(
     help="AgentLM: serve an agent-tuned model, run agents with tools, log what they do, retrain on it.",
@@ -42,7 +45,7 @@ ModelOpt = Annotated[
 ]
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     typer.secho(f"agentlm: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
@@ -249,25 +252,23 @@ def _review_agent_turn(client, trajectory_id: str | None, pending: list[str] | N
             typer.echo("Thanks: recorded.")
 
 
+STORE_HELP = (
+    "Trajectory store: a SQLite file or a postgresql:// URL (default: the server's, AGENTLM_STORE_URL)."
+)
+
+
 @data_app.command("export")
 def data_export(
     out: Annotated[Path, typer.Option(help="JSONL file to write (AgentInstruct format).")],
-    store: Annotated[Path | None, typer.Option(help="Trajectory store (default: the server's).")] = None,
+    store: Annotated[str | None, typer.Option(help=STORE_HELP)] = None,
     include_all: Annotated[
         bool, typer.Option("--all", help="Export every run, not only liked or rewarded ones.")
     ] = False,
 ) -> None:
     """Write logged trajectories as training conversations (liked or reward-1 runs by default)."""
     from agentlm.data.export import export_trajectories
-    from agentlm.serve.settings import ServeSettings
-    from agentlm.serve.store import TrajectoryStore
 
-    store = store or ServeSettings().store
-    if not Path(store).is_file():
-        _fail(
-            f"no trajectory store at {store}: start `agentlm serve` and run an agent first, or pass --store"
-        )
-    with TrajectoryStore(store, readonly=True) as trajectories:
+    with _stored_runs(store, "start `agentlm serve` and run an agent first") as trajectories:
         report = export_trajectories(trajectories.snapshot(), out, include_all=include_all)
     typer.echo(
         f"wrote {report.written} of {report.examined} trajectories to {out} ({report.skipped} skipped)"
@@ -277,24 +278,27 @@ def data_export(
 @data_app.command("preferences")
 def data_preferences(
     out: Annotated[Path, typer.Option(help="JSONL file to write (AgentInstruct records with a preference).")],
-    store: Annotated[Path | None, typer.Option(help="Trajectory store (default: the server's).")] = None,
+    store: Annotated[str | None, typer.Option(help=STORE_HELP)] = None,
 ) -> None:
     """Write users' feedback as preference data: thumbs as KTO records, corrections as DPO pairs."""
     from agentlm.data.preferences import write_preferences
-    from agentlm.serve.settings import ServeSettings
-    from agentlm.serve.store import TrajectoryStore
 
-    store = store or ServeSettings().store
-    if not Path(store).is_file():
-        _fail(
-            f"no trajectory store at {store}: start `agentlm serve` and rate some runs first, or pass --store"
-        )
-    with TrajectoryStore(store, readonly=True) as trajectories:
+    with _stored_runs(store, "start `agentlm serve` and rate some runs first") as trajectories:
         r = write_preferences(trajectories.snapshot(), out)
     typer.echo(
         f"wrote {r.pairs + r.liked + r.disliked} preference records to {out} from {r.examined} runs: "
         f"{r.pairs} corrections (pairs), {r.liked} liked, {r.disliked} disliked; {r.skipped} skipped"
     )
+
+
+def _stored_runs(store: str | None, hint: str) -> TrajectoryStore:
+    """The trajectory store, read-only; a failure that says what to do when it cannot be opened."""
+    from agentlm.serve.store import StoreError, open_store
+
+    try:
+        return open_store(store or ServeSettings().store, readonly=True)
+    except StoreError as e:
+        _fail(f"{e}: {hint}, or pass --store")
 
 
 @data_app.command("hr-db")

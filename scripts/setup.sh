@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 # bubblewrap: the shell sandbox; mmdebstrap: the OS tasks' image; mariadb-server: the database
 # tasks' MySQL (its binaries only: the environment starts its own server, never the service);
 # cmake, g++, ninja: building llama.cpp (the embedded engine) from llama-cpp-python's source;
-# chromium: the browser tests' browser (Playwright drives it; `playwright install` cannot download).
-APT_PACKAGES=(bubblewrap mmdebstrap mariadb-server cmake g++ ninja-build chromium)
+# chromium: the browser tests' browser (Playwright drives it; `playwright install` cannot download);
+# postgresql: the shared trajectory store's server for the `postgres` tests (each starts its own).
+APT_PACKAGES=(bubblewrap mmdebstrap mariadb-server postgresql cmake g++ ninja-build chromium)
 PYTHON=${PYTHON:-python3}
 
 missing=()

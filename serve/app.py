@@ -14,7 +14,8 @@
 Engines are imported when ``create_app`` builds one, never at import time. Statuses: 400 invalid
 request (OpenAI's choice over FastAPI's 422), 401 API key, 404 unknown model/trajectory/route, 409
 writes already decided, 413 body over ``max_body_bytes``, 429 engine queue full (with Retry-After),
-500 with a request id (the log has the stack, the body never does), 503 engine down (/health).
+500 with a request id (the log has the stack, the body never does), 503 engine down (/health) or
+the trajectory store unreachable (with Retry-After: nothing was recorded).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from agentlm.serve.protocol import (
 )
 from agentlm.serve.serving import APIError, Serving
 from agentlm.serve.settings import ServeSettings
-from agentlm.serve.store import TrajectoryStore
+from agentlm.serve.store import StoreError, StoreInputError, open_store
 from agentlm.serve.trajectories import router as trajectories_router
 
 log = logging.getLogger(__name__)
@@ -241,6 +242,16 @@ def _install_error_handlers(app: FastAPI) -> None:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         return _error(exc.status_code, str(exc.detail), kind)
 
+    @app.exception_handler(StoreError)
+    async def store_error(request: Request, exc: StoreError) -> JSONResponse:
+        if isinstance(exc, StoreInputError):
+            return _error(400, f"invalid request: {exc}", "invalid_request_error")
+        # Nothing was recorded: the client may retry, on this replica or another.
+        log.error("request %s %s: %s", request.method, request.url.path, exc)
+        response = _error(503, f"{exc}; nothing was recorded, retry later", "server_error")
+        response.headers["Retry-After"] = "5"
+        return response
+
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         request_id = random_id("req")
@@ -313,7 +324,7 @@ def create_app(settings: ServeSettings | None = None, engine: Engine | None = No
     for profile in profiles.values():
         profile.opening_messages()  # builds a sample database now, not racing inside two first runs
     engine = engine or create_engine(settings)
-    store = TrajectoryStore(settings.store)
+    store = open_store(settings.store)
     metrics = Metrics()
     serving = Serving(engine, store, profiles, metrics)
 

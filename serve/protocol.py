@@ -398,6 +398,13 @@ class FeedbackRequest(BaseModel):
             raise ValueError("correct the final answer (corrected_answer) or one step, not both")
         return self
 
+    @field_validator("trajectory_id", "comment", "corrected_answer", "corrected_output")
+    @classmethod
+    def _no_nul(cls, text: str | None) -> str | None:
+        if text and "\x00" in text:  # PostgreSQL's text cannot hold it; no reader wants it
+            raise ValueError("must not contain NUL characters (\\u0000)")
+        return text
+
     @field_validator("rating", mode="before")
     @classmethod
     def _thumbs(cls, rating: Any) -> Any:

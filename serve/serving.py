@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
@@ -110,7 +109,6 @@ class Serving:
         self.store = store
         self.profiles = profiles
         self.metrics = metrics or Metrics()
-        self._writes_lock = threading.Lock()  # one approval at a time: no change is applied twice
 
     # --- models ---------------------------------------------------------------------------------
 
@@ -405,10 +403,6 @@ class Serving:
 
     def decide_writes(self, trajectory_id: str, request: WritesRequest) -> WritesResponse:
         """Apply (approve) or drop (discard) the database changes a run is holding."""
-        with self._writes_lock:
-            return self._decide_writes(trajectory_id, request)
-
-    def _decide_writes(self, trajectory_id: str, request: WritesRequest) -> WritesResponse:
         traj = self.store.get(trajectory_id)
         if traj is None:
             raise no_trajectory(trajectory_id)
@@ -428,11 +422,20 @@ class Serving:
                 type="invalid_request_error",
                 code="profile_not_served",
             )
+        # The store decides who decides: of two requests, in this replica or any other, one wins.
+        if not self.store.claim_writes(trajectory_id):
+            raise APIError(
+                409,
+                f"trajectory {trajectory_id!r}'s database changes are being decided by another request",
+                type="invalid_request_error",
+                code="no_pending_writes",
+            )
         if request.decision == "approve":
             try:
                 report = profile.apply_writes(traj.pending_writes, approved_by=request.approved_by)
             except Exception as e:
                 # Nothing was applied (the tool rolls back); the run keeps its pending changes.
+                self.store.release_writes(trajectory_id)
                 raise APIError(
                     409,
                     f"the changes were not applied: {e}",

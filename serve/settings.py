@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentlm.paths import home, promotion_history
 
 
-def _default_store() -> Path:
-    return home() / "trajectories.sqlite3"
+def _default_store() -> str:
+    return str(home() / "trajectories.sqlite3")
 
 
 class ServeSettings(BaseSettings):
@@ -20,7 +20,7 @@ class ServeSettings(BaseSettings):
     variable, and the command-line options of `agentlm serve` are made from these fields
     (``agentlm/options.py``): the description is the option's help."""
 
-    model_config = SettingsConfigDict(env_prefix="AGENTLM_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="AGENTLM_", extra="ignore", populate_by_name=True)
 
     host: str = Field(default="127.0.0.1", description="Address to listen on.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port to listen on.")
@@ -40,7 +40,23 @@ class ServeSettings(BaseSettings):
         default=None, description="Model id clients use (default: derived from --model)."
     )
     api_key: str | None = Field(default=None, description="Require this bearer key from clients.")
-    store: Path = Field(default_factory=_default_store, description="SQLite trajectory store.")
+    store: str = Field(
+        default_factory=_default_store,
+        validation_alias=AliasChoices("AGENTLM_STORE_URL", "AGENTLM_STORE"),
+        description="Trajectory store: a SQLite file (default: $AGENTLM_HOME/trajectories.sqlite3) or a "
+        "postgresql://USER:PASSWORD@HOST:PORT/DATABASE URL, shared by several replicas (AGENTLM_STORE_URL).",
+    )
+
+    @field_validator("store", mode="before")
+    @classmethod
+    def _store_path(cls, store: object) -> object:
+        return str(store) if isinstance(store, Path) else store
+
+    @field_validator("api_key")
+    @classmethod
+    def _no_empty_key(cls, key: str | None) -> str | None:
+        return key or None  # AGENTLM_API_KEY= (as compose passes an unset variable): no key
+
     promotions: Path = Field(
         default_factory=promotion_history,
         description="Promotion history (JSONL) that train/promote.py appends to; GET /v1/promotions reads it.",

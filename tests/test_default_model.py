@@ -9,14 +9,13 @@ tests/serve/test_approvals.py: the default does not book reliably yet, see docs/
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
+from benchmark_scripts import load_benchmark
 from openai import OpenAI
 
 from agentlm.processes import free_port, start_server, stop
@@ -28,11 +27,7 @@ FOLLOW_UP = "hr-follow-manager-joined"
 
 
 def _benchmark():
-    spec = importlib.util.spec_from_file_location("assistant_benchmark", REPO / "benchmarks" / "assistant.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("assistant")
 
 
 def _heldout(item_id: str) -> dict:

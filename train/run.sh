@@ -22,7 +22,8 @@ Usage: train/run.sh --base-model DIR_OR_ID --output DIR [options]
   --output DIR       where the new checkpoint goes                                   (required)
   --preset NAME      train/configs/NAME.yaml: tiny | gemma-270m                      (default: tiny)
   --eta X            agent share of training examples                                (default: 0.2)
-  --store PATH       trajectory store to export from   (default: $AGENTLM_HOME/trajectories.sqlite3)
+  --store PATH|URL   trajectory store to export from: a SQLite file or a postgresql:// URL
+                     (default: $AGENTLM_STORE_URL, else $AGENTLM_HOME/trajectories.sqlite3)
   --agent-data FILE  more agent trajectories (AgentInstruct JSONL); repeatable
   --general-data F   general chat (ShareGPT JSONL); repeatable  (default: Python's docs, data/pydocs.py)
   --collect FILE     task file (AgentBench DB JSONL / OS JSON, or `agentlm.data.dbgen` output) to collect
@@ -68,7 +69,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 base_model="" output="" preset="tiny" eta="0.2" seed="0" max_steps="" workdir=""
 num_gpus="" hostfile="" num_nodes="" dry_run=0
 teacher="scripted" teacher_url="" teacher_key="" previous="" promote="" tolerance="2" general=1
-store="${AGENTLM_HOME:-$HOME/.agentlm}/trajectories.sqlite3"
+store="${AGENTLM_STORE_URL:-${AGENTLM_STORE:-${AGENTLM_HOME:-$HOME/.agentlm}/trajectories.sqlite3}}"
 agent_data=() general_data=() collect=() eval_tasks=() eval_opts=()
 preference=0 sft=1 preference_data=() preference_lr="5e-5" beta="0.1" preference_steps="" sets=()
 while (($#)); do
@@ -159,6 +160,8 @@ recipe() {  # MODULE ARGS...: a training recipe, through the launcher when there
         train_cmd=("$PYTHON" -m "$@")
     fi
 }
+# A shared store (a URL) must answer: a round that cannot read it fails instead of training without it.
+has_store() { [[ "$store" == postgres://* || "$store" == postgresql://* || -f "$store" ]]; }
 sft_output=$output
 ((preference && sft)) && sft_output="$workdir/sft"  # the preference stage starts from it
 commands=()
@@ -166,7 +169,7 @@ commands=()
 if ((sft)); then
 echo "== 1/6 export logged trajectories"
 agent_files=("$bundled/hr_trajectories.jsonl" "${agent_data[@]}")
-if [ -f "$store" ]; then
+if has_store; then
     "$PYTHON" -m agentlm.cli data export --store "$store" --out "$workdir/exported.jsonl"
     agent_files+=("$workdir/exported.jsonl")
 else
@@ -213,7 +216,7 @@ fi
 if ((preference)); then
 echo "== 5/6 preference tuning: KTO on thumbs, DPO on corrections (beta=$beta)"
 preference_files=("${preference_data[@]}")
-if [ -f "$store" ]; then
+if has_store; then
     "$PYTHON" -m agentlm.cli data preferences --store "$store" --out "$workdir/preferences.jsonl"
     [ ! -s "$workdir/preferences.jsonl" ] || preference_files+=("$workdir/preferences.jsonl")
 else

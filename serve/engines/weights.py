@@ -302,7 +302,8 @@ def _replacing(target: Path, marker: str):
     try:
         yield tmp
         tmp.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary directory
-        old = target.with_name(f".{target.name}-old-{os.getpid()}")
+        # Unique across containers sharing the cache, where process ids repeat.
+        old = target.with_name(f".{target.name}-old-{os.getpid()}-{os.urandom(4).hex()}")
         if target.exists():
             target.rename(old)
         tmp.rename(target)

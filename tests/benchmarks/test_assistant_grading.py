@@ -6,30 +6,20 @@ questions file is what its generator writes from the sample databases.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from benchmark_scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 HELDOUT = ROOT / "benchmarks" / "heldout"
 EXPECT_KEYS = {"all", "any", "none", "refusal", "pending_write"}
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load("assistant_benchmark", ROOT / "benchmarks" / "assistant.py")
+bench = load_benchmark("assistant")
 
 
 def _jsonl(name: str) -> list[dict]:
@@ -205,7 +195,7 @@ def test_tool_call_file_is_valid() -> None:
 
 
 def test_question_files_are_what_the_generator_writes(tmp_path: Path) -> None:
-    make = _load("make_assistant_questions", HELDOUT / "make_assistant_questions.py")
+    make = load_benchmark("heldout/make_assistant_questions")
     make.main(["--out-dir", str(tmp_path)])
     for name in ("assistant_questions.jsonl", "tool_calls.jsonl"):
         assert (tmp_path / name).read_text() == (HELDOUT / name).read_text(), name

@@ -13,12 +13,12 @@ from agentlm.data.export import export_trajectories as export_runs
 from agentlm.data.formats import read_jsonl
 from agentlm.data.masks import IGNORE_INDEX, tokenize_conversation
 from agentlm.data.templates import get_template
-from agentlm.serve.store import TrajectoryStore
+from agentlm.serve.store import open_store
 
 
 def export_trajectories(store_path: Path, out: Path, **options) -> ExportReport:
     """What `agentlm data export` does: a store's snapshot, exported."""
-    with TrajectoryStore(store_path, readonly=True) as store:
+    with open_store(store_path, readonly=True) as store:
         return export_runs(store.snapshot(), out, **options)
 
 
@@ -47,7 +47,7 @@ def fill_store(path: Path) -> dict[str, str]:
         "unrated": make_trajectory(created_at=4),
         "corrected": make_trajectory(created_at=5),
     }
-    with TrajectoryStore(path) as store:
+    with open_store(path) as store:
         for traj in runs.values():
             store.save(traj)
         store.set_feedback(runs["liked"].id, Feedback(1))
@@ -100,7 +100,7 @@ def follow_up() -> Trajectory:
 def test_a_follow_up_exports_its_history_as_context_not_trained_on(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite3"
     traj = follow_up()
-    with TrajectoryStore(path) as store:
+    with open_store(path) as store:
         store.save(traj)
         store.set_feedback(traj.id, Feedback(1))
     out = tmp_path / "export.jsonl"

@@ -10,7 +10,7 @@ from pathlib import Path
 from agentlm.agent.trajectory import ActionStep, Feedback, FinalAnswerStep, StopReason, ToolCall, Trajectory
 from agentlm.data.formats import read_jsonl
 from agentlm.data.preferences import is_pair
-from agentlm.serve.store import TrajectoryStore
+from agentlm.serve.store import open_store
 
 SQL = "I look it up.\nAction: Operation\n```sql\nSELECT count(*) FROM employees WHERE dept = 'Sales';\n```"
 ANSWER = "It is 9.\nAction: Answer\nFinal Answer: 9"
@@ -44,7 +44,7 @@ def test_thumbs_become_kto_records_and_corrections_dpo_pairs(tmp_path: Path) -> 
     runs["tools"] = run(6, protocol="tools")
     runs["cut short"] = run(7, answered=False)
     better_sql = "I count them.\nAction: Operation\n```sql\nSELECT count(*) FROM employees WHERE department = 'Sales';\n```"
-    with TrajectoryStore(tmp_path / "store.sqlite3") as store:
+    with open_store(tmp_path / "store.sqlite3") as store:
         for traj in runs.values():
             store.save(traj)
         store.set_feedback(runs["liked"].id, Feedback(1))

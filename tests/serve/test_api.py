@@ -246,6 +246,15 @@ def test_api_key_is_required_when_set(tiny_checkpoint, tmp_path) -> None:
         assert http.get("/health").status_code == 200  # probes need no key
 
 
+def test_an_empty_api_key_variable_means_no_key(monkeypatch) -> None:
+    # Compose passes an unset ${AGENTLM_API_KEY:-} as "": a key of "" would refuse every client
+    # that sends one (the OpenAI client always does).
+    monkeypatch.setenv("AGENTLM_API_KEY", "")
+    assert ServeSettings().api_key is None
+    monkeypatch.setenv("AGENTLM_API_KEY", "sekret")
+    assert ServeSettings().api_key == "sekret"
+
+
 def test_remote_engine_forwards_to_an_openai_compatible_server(client: OpenAI, server, tmp_path) -> None:
     # A second AgentLM whose model is the first one, reached over HTTP (as vLLM or a teacher would be).
     settings = ServeSettings(

@@ -14,7 +14,7 @@ from agentlm.agent.loop import Agent
 from agentlm.agent.models import Completion
 from agentlm.agent.profiles import load_profile
 from agentlm.agent.tools.sql import SQLTool
-from agentlm.serve.store import TrajectoryStore
+from agentlm.serve.store import open_store
 from agentlm.ui.client import AgentLMClient, APIUnavailableError
 
 BOOK = [
@@ -56,7 +56,7 @@ def scheduling_run(store_path, statements, task="Book Fjord for Ben Ortiz and Da
         traj = Agent(Scripted(replies), profile).run(task)
     finally:
         profile.sql_tool.close()  # DuckDB: one configuration per file per process; let the server write
-    with TrajectoryStore(store_path) as store:
+    with open_store(store_path) as store:
         store.save(traj)
     return traj, profile.database_path()
 

@@ -9,7 +9,7 @@ import httpx
 from scripted import scripted_server
 
 from agentlm.agent.trajectory import ActionStep, Feedback, FinalAnswerStep, StopReason, ToolCall, Trajectory
-from agentlm.serve.store import TrajectoryStore
+from agentlm.serve.store import open_store
 
 
 def make_run(created_at: float) -> Trajectory:
@@ -40,7 +40,7 @@ def make_run(created_at: float) -> Trajectory:
 def test_a_step_correction_is_stored_and_takes_the_run_out_of_the_review_queue(tmp_path: Path) -> None:
     store_path = tmp_path / "store.sqlite3"
     runs = [make_run(float(i)) for i in range(3)]
-    with TrajectoryStore(store_path) as store:
+    with open_store(store_path) as store:
         for r in runs:
             store.save(r)
             store.set_feedback(r.id, Feedback(-1, "wrong"))
@@ -76,7 +76,7 @@ def test_a_step_correction_is_stored_and_takes_the_run_out_of_the_review_queue(t
 def test_bad_corrections_are_400_naming_the_field_and_record_nothing(tmp_path: Path) -> None:
     store_path = tmp_path / "store.sqlite3"
     run = make_run(1.0)
-    with TrajectoryStore(store_path) as store:
+    with open_store(store_path) as store:
         store.save(run)
     with scripted_server(store_path) as (v1, _):
         cases = [
@@ -85,6 +85,8 @@ def test_bad_corrections_are_400_naming_the_field_and_record_nothing(tmp_path: P
             ({"corrected_output": "x"}, "body", "go together"),
             ({"corrected_step": 0, "corrected_output": "x", "corrected_answer": "9"}, "body", "not both"),
             ({"corrected_step": -1, "corrected_output": "x"}, "corrected_step", "greater than or equal to 0"),
+            ({"comment": "a\x00b"}, "comment", "NUL"),
+            ({"corrected_answer": "\x00"}, "corrected_answer", "NUL"),
         ]
         for extra, param, message in cases:
             answer = httpx.post(f"{v1}/feedback", json={"trajectory_id": run.id, "rating": -1, **extra})
@@ -103,7 +105,7 @@ def test_bad_corrections_are_400_naming_the_field_and_record_nothing(tmp_path: P
 def test_a_version_2_store_learns_which_runs_are_corrected(tmp_path: Path) -> None:
     path = tmp_path / "v2.sqlite3"
     runs = [make_run(float(i)) for i in range(3)]
-    with TrajectoryStore(path) as store:
+    with open_store(path) as store:
         for r in runs:
             store.save(r)
     with sqlite3.connect(path) as conn:  # back to version 2's layout, with feedback written by it
@@ -119,7 +121,7 @@ def test_a_version_2_store_learns_which_runs_are_corrected(tmp_path: Path) -> No
                 (r.id, corrected),
             )
             conn.execute("UPDATE trajectories SET rating = -1 WHERE id = ?", (r.id,))
-    with TrajectoryStore(path) as store:
+    with open_store(path) as store:
         assert [t.id for t in store.list(corrected=True)] == [runs[0].id]
         assert [t.id for t in store.list(rating=-1, corrected=False)] == [runs[1].id]
         assert store.get(runs[0].id).feedback.corrected_step is None

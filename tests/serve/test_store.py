@@ -1,4 +1,6 @@
-"""The trajectory store: durable SQLite (WAL), round trips, feedback, read-only access."""
+"""The trajectory store, on both backends: round trips, feedback, filters, snapshots, stats and
+read-only access run on SQLite and on a real PostgreSQL server (the `postgres` tests); durable
+SQLite (WAL) and its migrations are SQLite's own. PostgreSQL's own: test_store_postgres.py."""
 
 from __future__ import annotations
 
@@ -17,8 +19,8 @@ from agentlm.agent.trajectory import (
     ToolCall,
     Trajectory,
 )
-from agentlm.serve import store as store_module
-from agentlm.serve.store import SCHEMA_VERSION, StoreError, TrajectoryStore
+from agentlm.serve.store import SCHEMA_VERSION, SQLiteStore, StoreError, TrajectoryStore, open_store
+from agentlm.serve.store import sqlite as store_module
 
 
 def make_trajectory(
@@ -50,13 +52,29 @@ def make_trajectory(
     )
 
 
-@pytest.fixture
-def store(tmp_path: Path):
-    with TrajectoryStore(tmp_path / "store.sqlite3") as s:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path):
+    """An empty store on each backend: a SQLite file, or a fresh database on a real PostgreSQL."""
+    location = (
+        tmp_path / "store.sqlite3" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    )
+    with open_store(location) as s:
         yield s
 
 
-def test_the_store_uses_wal_and_full_sync(store: TrajectoryStore) -> None:
+def location(store: TrajectoryStore) -> str | Path:
+    return store.path if isinstance(store, SQLiteStore) else store.url
+
+
+def sql(store: TrajectoryStore, query: str, *args) -> list[tuple]:
+    """Run one statement (``?`` placeholders) on the store's own connection; its rows, if any."""
+    with store._transaction() as execute:
+        cursor = execute(query, args)
+        return cursor.fetchall() if cursor.description else []
+
+
+def test_the_sqlite_store_uses_wal_and_full_sync(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "store.sqlite3")
     with sqlite3.connect(store.path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
@@ -91,8 +109,7 @@ def test_a_follow_up_keeps_its_history_and_rows_from_before_conversations_load(
     for name in ("history", "previous_id", "history_dropped"):
         del data[name]
     store.save(old)
-    with store._conn:
-        store._conn.execute("UPDATE trajectories SET data = ? WHERE id = ?", (json.dumps(data), old.id))
+    sql(store, "UPDATE trajectories SET data = ? WHERE id = ?", json.dumps(data), old.id)
     again = store.get(old.id)
     assert again == old and again.history == [] and again.previous_id is None
 
@@ -107,7 +124,7 @@ def test_feedback_is_merged_and_the_latest_wins(store: TrajectoryStore) -> None:
     assert loaded.succeeded
     assert not store.set_feedback("traj-unknown", Feedback(1))
     # Every submission is kept.
-    assert store._conn.execute("SELECT count(*) FROM feedback").fetchone()[0] == 2
+    assert sql(store, "SELECT count(*) FROM feedback") == [(2,)]
 
 
 def test_saving_again_keeps_feedback(store: TrajectoryStore) -> None:
@@ -136,18 +153,20 @@ def test_list_is_newest_first_and_filters_by_profile(store: TrajectoryStore) -> 
 def test_readonly_reads_but_cannot_write(store: TrajectoryStore) -> None:
     traj = make_trajectory()
     store.save(traj)
-    with TrajectoryStore(store.path, readonly=True) as reader:
-        assert reader.get(traj.id) == traj
-        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+    with open_store(location(store), readonly=True) as reader:
+        assert reader.get(traj.id) == traj and reader.count() == 1
+        with pytest.raises(StoreError, match="opened read-only"):
             reader.save(make_trajectory())
-        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        with pytest.raises(StoreError, match="opened read-only"):
             reader.set_feedback(traj.id, Feedback(1))
-    assert len(store) == 1
+        with pytest.raises(Exception, match="read-?only"):  # the database's own rule, too
+            sql(reader, "DELETE FROM trajectories")
+    assert len(store) == 1 and store.get(traj.id).feedback is None
 
 
 def test_readonly_needs_an_existing_store(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no trajectory store"):
-        TrajectoryStore(tmp_path / "missing.sqlite3", readonly=True)
+        open_store(tmp_path / "missing.sqlite3", readonly=True)
     assert not (tmp_path / "missing.sqlite3").exists()
 
 
@@ -207,7 +226,7 @@ def test_a_version_1_store_is_upgraded_in_place_without_losing_rows(tmp_path: Pa
             (old[7].id,),
         )
         conn.execute("UPDATE trajectories SET rating = 1 WHERE id = ?", (old[7].id,))
-    with TrajectoryStore(path) as store:
+    with SQLiteStore(path) as store:
         assert len(store) == 50
         assert [t.id for t in store.snapshot()] == [t.id for t in old]
         assert store.get(old[7].id).feedback.comment == "good"
@@ -218,7 +237,7 @@ def test_a_version_1_store_is_upgraded_in_place_without_losing_rows(tmp_path: Pa
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    with TrajectoryStore(path) as store:  # reopening an up-to-date store changes nothing
+    with SQLiteStore(path) as store:  # reopening an up-to-date store changes nothing
         assert len(store) == 51
 
 
@@ -232,7 +251,7 @@ def test_a_failed_migration_leaves_the_store_as_it_was(tmp_path: Path, monkeypat
     monkeypatch.setattr(store_module, "MIGRATIONS", broken)
     monkeypatch.setattr(store_module, "SCHEMA_VERSION", 3)
     with pytest.raises(StoreError, match="from store schema version 1 to 3 failed at step 3"):
-        TrajectoryStore(path)
+        SQLiteStore(path)
     with sqlite3.connect(path) as conn:  # not even migration 2, which worked, is kept
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
         columns = {row[1] for row in conn.execute("PRAGMA table_info(trajectories)")}
@@ -242,12 +261,12 @@ def test_a_failed_migration_leaves_the_store_as_it_was(tmp_path: Path, monkeypat
 
 def test_a_store_from_a_newer_agentlm_is_refused_read_only_too(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite3"
-    TrajectoryStore(path).close()
+    SQLiteStore(path).close()
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
     for readonly in (False, True):
         with pytest.raises(StoreError, match="newer AgentLM"):
-            TrajectoryStore(path, readonly=readonly)
+            SQLiteStore(path, readonly=readonly)
     with sqlite3.connect(path) as conn:  # refused, not touched
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION + 1,)]
 
@@ -256,13 +275,13 @@ def test_files_that_are_not_stores_are_refused_untouched(tmp_path: Path) -> None
     text = tmp_path / "notes.txt"
     text.write_text("not a database " * 100)
     with pytest.raises(StoreError, match="not an AgentLM trajectory store"):
-        TrajectoryStore(text)
+        SQLiteStore(text)
     assert text.read_text() == "not a database " * 100
     other = tmp_path / "other.sqlite3"
     with sqlite3.connect(other) as conn:
         conn.execute("CREATE TABLE t (x)")
     with pytest.raises(StoreError, match="not an AgentLM trajectory store"):
-        TrajectoryStore(other)
+        SQLiteStore(other)
     with sqlite3.connect(other) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
         assert conn.execute("SELECT name FROM sqlite_schema").fetchall() == [("t",)]
@@ -349,8 +368,9 @@ def test_a_snapshot_is_consistent_while_other_threads_write(store: TrajectorySto
     assert [t.id for t in seen] == written[::-1]  # exactly the runs there when it began
     assert all(t.feedback is None for t in seen)
     assert len(store) >= 260 and store.count(rating=1) == len(store) - 200
-    with sqlite3.connect(store.path) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    if isinstance(store, SQLiteStore):
+        with sqlite3.connect(store.path) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
 def test_stats_count_per_day_and_model_per_stop_reason_and_per_run(store: TrajectoryStore) -> None:
@@ -394,3 +414,30 @@ def test_stats_count_per_day_and_model_per_stop_reason_and_per_run(store: Trajec
     assert store.stats(since=day + 86400).total == 1
     empty = store.stats(profile="nobody")
     assert (empty.total, empty.days, empty.stop_reasons, empty.points) == (0, [], {}, [])
+
+
+def test_one_claim_on_pending_writes_wins_until_it_is_released_or_decided(store: TrajectoryStore) -> None:
+    held = make_trajectory(writes_status="pending", pending_writes=["INSERT INTO meetings VALUES (1)"])
+    none = make_trajectory()
+    store.save(held)
+    store.save(none)
+    claims = []
+    start = threading.Barrier(4)
+
+    def claim() -> None:
+        start.wait()
+        claims.append(store.claim_writes(held.id))
+
+    threads = [threading.Thread(target=claim) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(claims) == [False, False, False, True]
+    assert not store.claim_writes(none.id) and not store.claim_writes("traj-unknown")
+    store.release_writes(held.id)  # the decision failed: pending again, and claimable once
+    assert store.claim_writes(held.id) and not store.claim_writes(held.id)
+    held.writes_status = "applied"
+    store.save(held, record_feedback=False)
+    store.release_writes(held.id)  # too late: decided runs stay decided
+    assert not store.claim_writes(held.id) and store.get(held.id).writes_status == "applied"

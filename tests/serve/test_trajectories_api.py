@@ -15,11 +15,11 @@ from agentlm.data.export import export_trajectories, trajectory_records
 from agentlm.serve import trajectories as trajectories_module
 from agentlm.serve.app import create_app
 from agentlm.serve.settings import ServeSettings
-from agentlm.serve.store import TrajectoryStore
+from agentlm.serve.store import open_store
 
 
 def test_filters_pages_and_totals(server) -> None:
-    with TrajectoryStore(server.settings.store) as store:
+    with open_store(server.settings.store) as store:
         liked = make_trajectory("filter-a", 100.0, reward=1.0)
         other = make_trajectory("filter-a", 200.0, model="filter-model")
         third = make_trajectory("filter-b", 300.0, reward=0.0)
@@ -56,7 +56,7 @@ def test_stats_are_computed_from_the_stored_runs(server) -> None:
         make_trajectory("stats", day + 2 * 86400, model="stats-a", duration_seconds=6.0),
     ]
     runs[1].steps = runs[1].steps[:1]
-    with TrajectoryStore(server.settings.store) as store:
+    with open_store(server.settings.store) as store:
         for t in runs:
             store.save(t)
         store.set_feedback(runs[0].id, Feedback(1))
@@ -133,7 +133,7 @@ def test_bad_filters_are_400_in_the_openai_shape(server, path: str, query: dict,
 def test_the_api_key_guards_the_trajectory_routes(tiny_checkpoint, tmp_path) -> None:
     settings = ServeSettings(model=str(tiny_checkpoint), store=tmp_path / "s.sqlite3", api_key="sekret")
     traj = make_trajectory(reward=1.0)
-    with TrajectoryStore(settings.store) as store:
+    with open_store(settings.store) as store:
         store.save(traj)
     with TestClient(create_app(settings)) as http:
         for path in (
@@ -149,14 +149,14 @@ def test_the_api_key_guards_the_trajectory_routes(tiny_checkpoint, tmp_path) -> 
 
 
 def test_export_is_what_data_export_writes(server, tmp_path) -> None:
-    with TrajectoryStore(server.settings.store) as store:
+    with open_store(server.settings.store) as store:
         for i in range(20):
             store.save(make_trajectory("export", 1000.0 + i, reward=1.0 if i % 2 else None))
         corrected = make_trajectory("export", 2000.0)
         store.save(corrected)
         store.set_feedback(corrected.id, Feedback(1, "close", corrected_answer="2"))
     for include_all in (False, True):
-        with TrajectoryStore(server.settings.store, readonly=True) as snapshot:
+        with open_store(server.settings.store, readonly=True) as snapshot:
             export_trajectories(snapshot.snapshot(), tmp_path / "cli.jsonl", include_all=include_all)
         served = httpx.get(f"{server.v1}/trajectories/export", params={"include_all": include_all})
         assert served.text == (tmp_path / "cli.jsonl").read_text()  # byte for byte, whole store
@@ -184,7 +184,7 @@ def test_export_streams_a_snapshot_while_the_server_takes_writes(server, monkeyp
 
     monkeypatch.setattr(trajectories_module, "trajectory_records", counted)
     big_observation = "x" * 30_000
-    with TrajectoryStore(server.settings.store) as store:
+    with open_store(server.settings.store) as store:
         runs = []
         for i in range(400):
             traj = make_trajectory("export-big", 10_000.0 + i, reward=1.0)
@@ -214,7 +214,7 @@ def test_export_streams_a_snapshot_while_the_server_takes_writes(server, monkeyp
         )
         assert run.status_code == 200
         late = make_trajectory("export-big", 99_999.0, reward=1.0)
-        with TrajectoryStore(server.settings.store) as store:  # a second writer is not blocked either
+        with open_store(server.settings.store) as store:  # a second writer is not blocked either
             store.save(late)
         listed = other.get(f"{server.v1}/trajectories", params={"profile": "export-big", "limit": 1}).json()
         assert listed["total"] == len(runs) + 1 and listed["data"][0]["id"] == late.id

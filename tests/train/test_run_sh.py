@@ -261,10 +261,10 @@ def test_the_whole_loop_collects_trains_evaluates_against_the_served_checkpoint_
 def test_the_preference_stage_learns_from_the_stores_feedback_after_sft_or_alone(tmp_path):
     """Training stubbed: the feedback export, the stage order, and what each recipe is given are real."""
     from agentlm.agent.trajectory import Feedback, FinalAnswerStep, StopReason, Trajectory
-    from agentlm.serve.store import TrajectoryStore
+    from agentlm.serve.store import open_store
 
     store = tmp_path / "store.sqlite3"
-    with TrajectoryStore(store) as trajectories:
+    with open_store(store) as trajectories:
         for i, feedback in enumerate([Feedback(1), Feedback(-1), Feedback(-1, corrected_answer="ten")]):
             run_ = Trajectory(task=f"q{i}", profile="hr-assistant", model="m",
                               prompt=[{"role": "user", "content": "Go."}, {"role": "assistant", "content": "Ok."}],

@@ -17,7 +17,7 @@ from scripted import scripted_server
 from streamlit.testing.v1 import AppTest
 
 from agentlm.agent.trajectory import ActionStep, Feedback, FinalAnswerStep, StopReason, ToolCall, Trajectory
-from agentlm.serve.store import TrajectoryStore
+from agentlm.serve.store import open_store
 from agentlm.train.eval import EvalRow
 from agentlm.train.promote import main as promote_main
 from agentlm.ui.client import AgentLMClient
@@ -65,7 +65,7 @@ def test_the_browser_filters_runs_and_opens_one_with_its_steps_and_charts(tmp_pa
         DAY + 86400 + 60, "other-model", "Who manages Sales?", stop_reason=StopReason.MAX_ROUNDS, reward=0.0
     )
     with scripted_server(store_path) as (v1, _engine):
-        with TrajectoryStore(store_path) as store:
+        with open_store(store_path) as store:
             for run in (liked, disliked):
                 store.save(run)
             store.set_feedback(liked.id, Feedback(1))
