@@ -74,7 +74,9 @@ def postgres_server() -> Iterator[PostgresServer]:
     bindir = postgres_bin()
     if bindir is None:
         raise FileNotFoundError("PostgreSQL is not installed: apt install postgresql (scripts/setup.sh does)")
-    root = Path(tempfile.mkdtemp(prefix="agentlm-pg-"))
+    # Under /tmp, whatever TMPDIR says: the server's owner must reach it through every parent
+    # directory, and its socket path must stay under the 107 bytes a Unix socket name may have.
+    root = Path(tempfile.mkdtemp(prefix="agentlm-pg-", dir="/tmp"))
     run_as: list[str] = []
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
