@@ -25,6 +25,7 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -64,7 +65,29 @@ def _lib():
         _log_callback = forward
         llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p())
         llama_cpp.llama_backend_init()
+        _load_backends(llama_cpp)
     return llama_cpp
+
+
+def _load_backends(llama_cpp: ModuleType) -> None:
+    """A build with GGML_BACKEND_DL (docker/Dockerfile: every x86-64 CPU variant, the best picked
+    at run time) links no backend in: load them from where the wheel installed them. Through
+    libllama's own libggml.so.0, which dlsym on libllama resolves to: the wheel's lib/libggml.so
+    is a copy of it, with a backend registry of its own that llama.cpp never reads."""
+    ggml = llama_cpp.llama_cpp._lib
+    ggml.ggml_backend_dev_count.restype = ctypes.c_size_t
+    if ggml.ggml_backend_dev_count():
+        return  # the CPU backend is linked in (GGML_NATIVE, as scripts/setup.sh builds it)
+    ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+    package = Path(llama_cpp.__file__).parent
+    for directory in (package / "lib", package.parent / "bin"):
+        if any(directory.glob("*ggml-cpu*")):
+            ggml.ggml_backend_load_all_from_path(str(directory).encode())
+    if not ggml.ggml_backend_dev_count():
+        raise LlamaCppError(
+            "llama.cpp has no CPU backend: this llama-cpp-python was built with GGML_BACKEND_DL but "
+            "its libggml-cpu-*.so files are missing; reinstall it (bash scripts/setup.sh)"
+        )
 
 
 class LlamaCppError(RuntimeError):
