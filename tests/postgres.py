@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-from webui import free_port
+
+from agentlm.processes import free_port
 
 USER = "agentlm"  # the cluster's superuser; local connections are trusted
 

@@ -15,7 +15,6 @@ a loaded machine makes the UI slower, never the test wrong.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,6 +25,8 @@ from typing import Any
 import httpx
 from waiting import eventually
 
+from agentlm.processes import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "ui" / "app.py"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -33,12 +34,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 # connects anywhere but the pages the test opens.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TIMEOUT_MS = 30_000  # a run's reply on a loaded 2-core machine: generous, and only spent on failure
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager

@@ -89,9 +89,12 @@ def ensure_default_model() -> Path:
             f"the default model's adapter is missing from {adapter}; reinstall AgentLM, or serve the "
             "base with --model embedded-base"
         )
-    return ensure_adapter_model(
-        adapter, home() / "models" / f"{EMBEDDED_MODEL_ID}-gguf"
-    )  # replaced on upgrade
+    return ensure_adapter_model(adapter, _default_gguf_dir())  # replaced when the shipped adapter changes
+
+
+def _default_gguf_dir() -> Path:
+    """Where the shipped default's GGUF is cached."""
+    return home() / "models" / f"{EMBEDDED_MODEL_ID}-gguf"
 
 
 def is_embedded_adapter(path: Path) -> bool:
@@ -114,7 +117,7 @@ def ensure_adapter_model(adapter: Path, target: Path | None = None) -> Path:
     from agentlm.serve.engines.gguf import merge_lora
 
     stamp = _sha256(adapter / "adapter_model.safetensors")
-    default = home() / "models" / f"{EMBEDDED_MODEL_ID}-gguf"
+    default = _default_gguf_dir()
     if target is None and _made_from(default, "model.gguf", stamp):  # a copy of the shipped adapter
         return default / "model.gguf"
     target = target or _cached("adapter-gguf", stamp)

@@ -14,6 +14,7 @@ from scripted import scripted_server
 from test_store import make_trajectory
 
 from agentlm.agent.trajectory import Feedback
+from agentlm.processes import free_port
 from agentlm.serve.store import SCHEMA_VERSION, StoreError, StoreInputError, open_store
 from agentlm.serve.store import postgres as pg
 
@@ -109,8 +110,6 @@ def test_a_database_with_a_table_of_that_name_is_refused_untouched(postgres_url:
 
 
 def test_an_unreachable_server_is_named_without_its_password(postgres: PostgresServer) -> None:
-    from webui import free_port
-
     url = f"postgresql://agentlm:s3cret-pw@127.0.0.1:{free_port()}/agentlm"
     started = time.monotonic()
     with pytest.raises(StoreError, match="cannot reach the trajectory store at") as refused:
